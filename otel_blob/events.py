@@ -1,0 +1,544 @@
+"""Typed RocksDB events and the pure decoding of info-LOG lines into them.
+
+No I/O and no OpenTelemetry here: :func:`parse_line` turns one LOG line into a
+:class:`LogLine` (or ``None``), and :class:`LogDecoder` keeps the little state a
+LOG needs to be understood (the session id from the header, which job is a flush
+or a compaction and of which column family, which blob files are alive and how
+big they are) and turns parsed lines into ``...Info`` values.
+
+What the LOG does not say and is derived here (documented in README "Events"):
+
+* ``file_path`` -- ``<blob dir>/<file_number as %06d>.blob``; the blob dir is the
+  DB path unless the caller names one per column family.
+* ``reason`` of a blob file creation -- the kind of the job that logged it:
+  ``flush_started`` -> ``flush``, ``compaction_started`` -> ``compaction``,
+  ``recovery_started`` -> ``recovery``; a job we never saw start -> ``unknown``.
+* ``cf_name`` of flushes and compactions -- the plain-text line RocksDB writes just
+  before ``*_started`` (``[cf] [JOB n] Flushing ...`` / ``Compacting ...``).
+* ``cf_name``/``file_size`` of a deletion -- remembered from the creation, or
+  from the directory scan the watcher does when it starts.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Mapping
+
+__all__ = [
+    "BlobFileCreationInfo",
+    "BlobFileDeletionInfo",
+    "CompactionJobInfo",
+    "FlushJobInfo",
+    "LineSkippedInfo",
+    "LogDecoder",
+    "LogLine",
+    "RecoveryJobInfo",
+    "TableFileCreationInfo",
+    "TableFileDeletionInfo",
+    "WatchInfo",
+    "callback_of",
+    "parse_line",
+]
+
+OK = "OK"
+
+# ---------------------------------------------------------------------------
+# Info types: one per event, job_id first, status on the same struct (Pebble's
+# event.go shape). ``callback`` names the EventListener method that receives it.
+# ---------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class BlobFileCreationInfo:
+    """A blob file finished by a flush, compaction (incl. blob GC) or recovery."""
+
+    callback = "on_blob_file_created"
+
+    job_id: int | None
+    db_name: str
+    cf_name: str | None
+    file_path: str
+    file_number: int
+    reason: str  # flush | compaction | recovery | unknown
+    total_blob_count: int | None
+    total_blob_bytes: int | None
+    file_checksum: str | None
+    file_checksum_func_name: str | None
+    status: str
+    file_size: int | None
+    time_micros: int | None
+    session_id: str | None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == OK
+
+
+@dataclass(slots=True)
+class BlobFileDeletionInfo:
+    """A blob file RocksDB deleted (or failed to delete: see ``status``)."""
+
+    callback = "on_blob_file_deleted"
+
+    job_id: int | None
+    db_name: str
+    file_path: str
+    file_number: int
+    status: str
+    time_micros: int | None
+    session_id: str | None
+    file_size: int | None = None
+    cf_name: str | None = None
+    # When this DB's watcher saw the creation: RocksDB time of it (for lifetimes).
+    created_micros: int | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == OK
+
+
+@dataclass(slots=True)
+class TableFileCreationInfo:
+    callback = "on_table_file_created"
+
+    job_id: int | None
+    db_name: str
+    cf_name: str | None
+    file_path: str
+    file_number: int
+    file_size: int | None
+    reason: str
+    status: str
+    time_micros: int | None
+    session_id: str | None
+    oldest_blob_file_number: int | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == OK
+
+
+@dataclass(slots=True)
+class TableFileDeletionInfo:
+    callback = "on_table_file_deleted"
+
+    job_id: int | None
+    db_name: str
+    file_path: str
+    file_number: int
+    status: str
+    time_micros: int | None
+    session_id: str | None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == OK
+
+
+@dataclass(slots=True)
+class _JobInfo:
+    job_id: int | None
+    db_name: str
+    cf_name: str | None
+    session_id: str | None
+    time_micros: int | None
+    # RocksDB's reason string (flush_reason / compaction_reason); None for recovery.
+    reason: str | None
+    # True on the ``*_finished`` event; the ``*_started`` event has False.
+    finished: bool
+    # RocksDB time of the matching ``*_started`` (on finished events, when seen).
+    start_micros: int | None = None
+    # Every other JSON field of the event, as RocksDB wrote it.
+    details: dict[str, Any] = field(default_factory=dict)
+    # The JSON was cut short (RocksDB caps event lines); fields were salvaged.
+    truncated: bool = False
+
+
+@dataclass(slots=True)
+class FlushJobInfo(_JobInfo):
+    callback = "on_flush_begin"  # on_flush_completed when finished (see callback_of)
+
+
+@dataclass(slots=True)
+class CompactionJobInfo(_JobInfo):
+    callback = "on_compaction_begin"
+
+
+@dataclass(slots=True)
+class RecoveryJobInfo(_JobInfo):
+    callback = "on_recovery_begin"
+
+
+@dataclass(slots=True)
+class LineSkippedInfo:
+    """A LOG line (or event) that could not be used: counted, logged, reported."""
+
+    callback = "on_line_skipped"
+
+    db_name: str
+    reason: str  # malformed_json | invalid_file_number | line_too_long | ...
+    detail: str
+    log_path: str | None = None
+    offset: int | None = None
+
+
+@dataclass(slots=True)
+class WatchInfo:
+    """A watcher started or stopped following one DB's LOG."""
+
+    callback = "on_watch_started"  # on_watch_stopped when stopped
+
+    db_name: str
+    log_path: str
+    stopped: bool = False
+    # Blob files found in the DB directory when watching started: number -> size.
+    existing_blob_files: dict[int, int | None] = field(default_factory=dict)
+
+
+_FINISHED_CALLBACK = {
+    FlushJobInfo: "on_flush_completed",
+    CompactionJobInfo: "on_compaction_completed",
+    RecoveryJobInfo: "on_recovery_completed",
+}
+
+
+def callback_of(info: Any) -> str:
+    """The EventListener method name that receives ``info``."""
+    if isinstance(info, _JobInfo) and info.finished:
+        return _FINISHED_CALLBACK[type(info)]
+    if isinstance(info, WatchInfo) and info.stopped:
+        return "on_watch_stopped"
+    return info.callback
+
+
+# ---------------------------------------------------------------------------
+# parse_line: one line -> LogLine | None. Pure and total: never raises.
+# ---------------------------------------------------------------------------
+
+_EVENT_MARK = b"EVENT_LOG_v1 "
+_SESSION_MARK = b"DB Session ID:"
+_DBPATH_RE = re.compile(rb" SST files in (.+) dir, Total Num")
+# "[default] [JOB 4] Flushing memtable ..." / "[cf1] [JOB 7] Compacting 1@0 ..."
+_JOBTEXT_RE = re.compile(rb"\] \[(?P<cf>[^\]\r\n]*)\] \[JOB (?P<job>\d+)\] (?P<kind>Flushing|Compacting)")
+# Salvage of a cut JSON object: scalar "key": value pairs in order of appearance.
+_PAIR_RE = re.compile(
+    r'"(?P<k>[A-Za-z0-9_]+)": (?P<v>"(?:[^"\\]|\\.)*"|-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?|true|false|null)'
+)
+
+
+@dataclass(slots=True)
+class LogLine:
+    """What one LOG line means to us.
+
+    kind is ``event`` (fields = the EVENT_LOG_v1 JSON), ``session`` (value = the
+    DB session id), ``db_path`` (value = the DB path from the header), ``job``
+    (value = (cf, job id, "flush"|"compaction") from the plain-text job line), or
+    ``malformed`` (value = why).
+    """
+
+    kind: str
+    value: Any = None
+    fields: dict[str, Any] | None = None
+    truncated: bool = False
+
+
+def parse_line(line: bytes, wanted: Callable[[bytes], bool] | None = None) -> LogLine | None:
+    """Classify one LOG line (without its newline). Never raises.
+
+    ``wanted``, if given, sees the raw bytes of an event line and may reject it
+    before any JSON is decoded (the cheap prefilter of the hot path).
+    """
+    try:
+        return _parse_line(line, wanted)
+    except Exception as exc:  # pragma: no cover - belt and braces: total by contract
+        return LogLine("malformed", f"{type(exc).__name__}: {exc}")
+
+
+def _parse_line(line: bytes, wanted: Callable[[bytes], bool] | None) -> LogLine | None:
+    at = line.find(_EVENT_MARK)
+    if at < 0:
+        if b"[JOB " in line:
+            m = _JOBTEXT_RE.search(line)
+            if m:
+                kind = "flush" if m.group("kind") == b"Flushing" else "compaction"
+                cf = m.group("cf").decode("utf-8", "replace")
+                return LogLine("job", (cf, int(m.group("job")), kind))
+            return None
+        if _SESSION_MARK in line:
+            sid = line.split(_SESSION_MARK, 1)[1].strip().decode("utf-8", "replace")
+            return LogLine("session", sid) if sid else None
+        if b" SST files in " in line:
+            m = _DBPATH_RE.search(line)
+            if m:
+                return LogLine("db_path", m.group(1).decode("utf-8", "surrogateescape"))
+        return None
+    payload = line[at + len(_EVENT_MARK):]
+    if wanted is not None and not wanted(payload):
+        return None
+    try:
+        obj = json.loads(payload)
+    except (ValueError, RecursionError):
+        return _salvage(payload)
+    if not isinstance(obj, dict):
+        return LogLine("malformed", "event JSON is not an object")
+    return LogLine("event", fields=obj)
+
+
+def _salvage(payload: bytes) -> LogLine:
+    """Recover the leading scalar fields of an event whose JSON is cut or broken.
+
+    RocksDB writes ``time_micros``, ``job``/``cf_name`` and ``event`` first, so a
+    line cut at its length cap still tells which job finished.
+    """
+    text = payload.decode("utf-8", "replace")
+    try:  # invalid UTF-8 alone: the JSON may be fine once decoded leniently
+        obj = json.loads(text)
+        if isinstance(obj, dict):
+            return LogLine("event", fields=obj)
+    except (ValueError, RecursionError):
+        pass
+    fields: dict[str, Any] = {}
+    depth_cut = _top_level_prefix(text)
+    for m in _PAIR_RE.finditer(depth_cut):
+        key = m.group("k")
+        if key in fields:
+            continue
+        try:
+            fields[key] = json.loads(m.group("v"))
+        except ValueError:
+            continue
+    if "event" not in fields:
+        return LogLine("malformed", "unparseable event JSON")
+    return LogLine("event", fields=fields, truncated=True)
+
+
+def _top_level_prefix(text: str) -> str:
+    """The part of a JSON object text before its first nested ``{`` or ``[``.
+
+    Keeps salvage from picking keys of nested objects (``table_properties``).
+    """
+    cut = len(text)
+    for ch in "[{":
+        i = text.find(ch, 1)
+        if 0 <= i < cut:
+            cut = i
+    return text[:cut]
+
+
+# ---------------------------------------------------------------------------
+# LogDecoder: the state one DB's LOG needs, LogLine -> Info values.
+# ---------------------------------------------------------------------------
+
+# Events we decode JSON for even when the listener only wants blob events: they
+# give blob creations their reason.
+_JOB_START_EVENTS = (b'"flush_started"', b'"compaction_started"', b'"recovery_started"')
+_BLOB_EVENTS = (b'"blob_file_creation"', b'"blob_file_deletion"')
+
+_JOB_KIND = {
+    "flush_started": ("flush", False),
+    "flush_finished": ("flush", True),
+    "compaction_started": ("compaction", False),
+    "compaction_finished": ("compaction", True),
+    "recovery_started": ("recovery", False),
+    "recovery_finished": ("recovery", True),
+}
+_JOB_TYPE = {"flush": FlushJobInfo, "compaction": CompactionJobInfo, "recovery": RecoveryJobInfo}
+_REASON_KEY = {"flush": "flush_reason", "compaction": "compaction_reason"}
+_COMMON_KEYS = frozenset({"time_micros", "job", "event", "cf_name"})
+
+
+def _uint(value: Any) -> int | None:
+    """A non-negative int, or None for anything else (bools are not numbers)."""
+    if type(value) is int and value >= 0:
+        return value
+    return None
+
+
+def _str(value: Any) -> str | None:
+    return value if type(value) is str else None
+
+
+@dataclass(slots=True)
+class _Job:
+    kind: str
+    cf: str | None = None
+    reason: str | None = None
+    start_micros: int | None = None
+
+
+class LogDecoder:
+    """Turns one DB's parsed LOG lines into Info values. No I/O.
+
+    ``blob_dir`` maps a column family name to the directory of its blob files
+    (default: the DB path). ``file_size`` is called with a blob file's path when
+    its creation is decoded (the watcher passes ``os.stat``; tests may pass
+    anything). ``blob_only`` restricts output to blob file events (jobs are still
+    tracked, for reasons).
+    """
+
+    MAX_JOBS = 4096  # jobs remembered per session (cf/reason lookup); oldest forgotten
+
+    def __init__(
+        self,
+        db_name: str,
+        *,
+        blob_dir: Callable[[str | None], str] | None = None,
+        file_size: Callable[[str], int | None] | None = None,
+        blob_only: bool = False,
+        known_blob_files: Mapping[int, int | None] | None = None,
+    ) -> None:
+        self.db_name = db_name
+        self.session_id: str | None = None
+        self._blob_dir = blob_dir or (lambda _cf: db_name)
+        self._file_size = file_size or (lambda _path: None)
+        self.blob_only = blob_only
+        self._jobs: OrderedDict[int, _Job] = OrderedDict()
+        # Live blob files we know of: number -> [size, cf, created_micros].
+        self.live_blob_files: dict[int, list[Any]] = {
+            n: [size, None, None] for n, size in (known_blob_files or {}).items()
+        }
+        self.wanted = self._wanted_blob_only if blob_only else None
+
+    # The hot path's prefilter: only JSON we will use gets decoded.
+    @staticmethod
+    def _wanted_blob_only(payload: bytes) -> bool:
+        head = payload[:160]
+        return any(m in head for m in _BLOB_EVENTS) or any(m in head for m in _JOB_START_EVENTS)
+
+    def feed(self, parsed: LogLine) -> list[Any]:
+        """Decode one parsed line; returns the Info values it yields (0 or 1)."""
+        kind = parsed.kind
+        if kind == "event":
+            info = self._event(parsed.fields or {}, parsed.truncated)
+            return [info] if info is not None else []
+        if kind == "job":
+            cf, job_id, job_kind = parsed.value
+            job = self._job(job_id, job_kind)
+            job.cf = cf
+            return []
+        if kind == "session":
+            if parsed.value != self.session_id:
+                # A new DB session (reopen): job ids restart, forget the old ones.
+                self.session_id = parsed.value
+                self._jobs.clear()
+            return []
+        if kind == "db_path":
+            return []
+        return [LineSkippedInfo(self.db_name, "malformed_line", str(parsed.value))]
+
+    def _job(self, job_id: int, kind: str) -> _Job:
+        job = self._jobs.get(job_id)
+        if job is None or job.kind != kind:
+            job = self._jobs[job_id] = _Job(kind)
+            if len(self._jobs) > self.MAX_JOBS:
+                self._jobs.popitem(last=False)
+        return job
+
+    def blob_path(self, cf: str | None, number: int) -> str:
+        return f"{self._blob_dir(cf)}/{number:06d}.blob"
+
+    def table_path(self, number: int) -> str:
+        return f"{self.db_name}/{number:06d}.sst"
+
+    def _event(self, f: dict[str, Any], truncated: bool) -> Any:
+        event = f.get("event")
+        job_id = _uint(f.get("job"))
+        when = _uint(f.get("time_micros"))
+        if event == "blob_file_creation":
+            return self._blob_created(f, job_id, when, truncated)
+        if event == "blob_file_deletion":
+            return self._blob_deleted(f, job_id, when)
+        if event in _JOB_KIND:
+            return self._job_event(event, f, job_id, when, truncated)
+        if self.blob_only:
+            return None
+        if event == "table_file_creation":
+            number = _uint(f.get("file_number"))
+            if number is None:
+                return self._invalid_number(f)
+            job = self._jobs.get(job_id) if job_id is not None else None
+            return TableFileCreationInfo(
+                job_id, self.db_name, _str(f.get("cf_name")), self.table_path(number), number,
+                _uint(f.get("file_size")), job.kind if job else "unknown",
+                _str(f.get("status")) or OK, when, self.session_id,
+                _uint(f.get("oldest_blob_file_number")),
+            )
+        if event == "table_file_deletion":
+            number = _uint(f.get("file_number"))
+            if number is None:
+                return self._invalid_number(f)
+            return TableFileDeletionInfo(
+                job_id, self.db_name, self.table_path(number), number,
+                _str(f.get("status")) or OK, when, self.session_id,
+            )
+        return None  # an event type we do not report (e.g. flush_started of a new kind)
+
+    def _invalid_number(self, f: dict[str, Any]) -> LineSkippedInfo:
+        return LineSkippedInfo(
+            self.db_name, "invalid_file_number",
+            f"{f.get('event')!s}: file_number={f.get('file_number')!r}",
+        )
+
+    def _blob_created(self, f: dict[str, Any], job_id: int | None, when: int | None, truncated: bool) -> Any:
+        number = _uint(f.get("file_number"))
+        if number is None:
+            return self._invalid_number(f)
+        cf = _str(f.get("cf_name"))
+        job = self._jobs.get(job_id) if job_id is not None else None
+        if cf is None and job is not None:
+            cf = job.cf
+        path = self.blob_path(cf, number)
+        status = _str(f.get("status")) or (None if truncated else OK)
+        size = self._file_size(path)
+        if status == OK or status is None:  # RocksDB >= 10.4 also logs failed creations
+            self.live_blob_files[number] = [size, cf, when]
+        return BlobFileCreationInfo(
+            job_id, self.db_name, cf, path, number, job.kind if job else "unknown",
+            _uint(f.get("total_blob_count")), _uint(f.get("total_blob_bytes")),
+            _str(f.get("file_checksum")), _str(f.get("file_checksum_func_name")),
+            status or "unknown", size, when, self.session_id,
+        )
+
+    def _blob_deleted(self, f: dict[str, Any], job_id: int | None, when: int | None) -> Any:
+        number = _uint(f.get("file_number"))
+        if number is None:
+            return self._invalid_number(f)
+        status = _str(f.get("status")) or OK
+        # A failed deletion (e.g. the retry after a reopen of a file already gone)
+        # is reported with its status but does not end the file's life.
+        known = self.live_blob_files.pop(number, None) if status == OK else self.live_blob_files.get(number)
+        size, cf, created = known if known is not None else (None, None, None)
+        return BlobFileDeletionInfo(
+            job_id, self.db_name, self.blob_path(cf, number), number, status, when,
+            self.session_id, size, cf, created,
+        )
+
+    def _job_event(self, event: str, f: dict[str, Any], job_id: int | None, when: int | None, truncated: bool) -> Any:
+        kind, finished = _JOB_KIND[event]
+        if job_id is None:
+            return LineSkippedInfo(self.db_name, "invalid_job_id", f"{event}: job={f.get('job')!r}")
+        job = self._job(job_id, kind)
+        if not finished:
+            job.start_micros = when
+            job.reason = _str(f.get(_REASON_KEY.get(kind, ""))) if kind in _REASON_KEY else None
+        if self.blob_only:
+            return None
+        details = {k: v for k, v in f.items() if k not in _COMMON_KEYS}
+        cf = _str(f.get("cf_name")) or job.cf
+        return _JOB_TYPE[kind](
+            job_id, self.db_name, cf, self.session_id, when, job.reason, finished,
+            job.start_micros, details, truncated,
+        )
+
+
+def iter_infos(decoder: LogDecoder, lines: Iterable[bytes]) -> Iterable[Any]:
+    """Decode a sequence of raw lines (a convenience for replay and tests)."""
+    wanted = decoder.wanted
+    feed = decoder.feed
+    for line in lines:
+        parsed = parse_line(line, wanted)
+        if parsed is not None:
+            yield from feed(parsed)

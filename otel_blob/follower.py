@@ -1,0 +1,452 @@
+"""Follow one RocksDB info LOG across rolls, reopens and deletions. Stdlib only.
+
+RocksDB writes ``<name>`` (``LOG``, or ``<flattened db path>_LOG`` under
+``db_log_dir``), renames it to ``<name>.old.<epoch micros>`` when it rolls the
+file or reopens the DB, and may delete old files (``keep_log_file_num``). The
+follower:
+
+* identifies a file by what it is -- device, inode and its first line (which
+  starts with a microsecond timestamp) -- never by its name;
+* keeps every file it follows open, so a renamed or even deleted file is still
+  read to its end; a file renamed away stays open for ``grace`` seconds, since
+  RocksDB's old logger may still flush into it after the new file exists;
+* hands out only complete lines (a partial last line waits for its newline; at
+  ``final`` it is handed out as is);
+* after a rename, reads every file it has not read yet, oldest first, before the
+  live one;
+* reports what it cannot do (a missing LOG, an unreadable one, a line over the
+  size cap, a file deleted before it could be read) as :attr:`problems` instead
+  of raising: the caller counts and logs them.
+
+Its position (:meth:`checkpoint`) is a JSON-able dict; a follower built from one
+resumes exactly there, also when the files were renamed meanwhile.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import stat
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["FileIdentity", "LogFollower", "LogProblem"]
+
+HEAD_BYTES = 128  # how much of the first line identifies a file
+READ_CHUNK = 1 << 20
+_OLD_SUFFIX_RE = re.compile(r"\.old\.(\d+)$")
+
+
+@dataclass(frozen=True)
+class FileIdentity:
+    dev: int
+    ino: int
+    head: bytes = b""  # the file's first line (up to HEAD_BYTES), b"" until written
+
+    def same_file(self, other: FileIdentity) -> bool:
+        if (self.dev, self.ino) != (other.dev, other.ino):
+            return False
+        # An inode can be reused by a new file: the first lines must agree too
+        # (one may still be a prefix of the other while the line is written).
+        a, b = self.head, other.head
+        return not a or not b or a.startswith(b) or b.startswith(a)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"dev": self.dev, "ino": self.ino, "head": self.head.decode("latin-1")}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> FileIdentity:
+        return cls(int(d["dev"]), int(d["ino"]), str(d.get("head", "")).encode("latin-1"))
+
+
+@dataclass
+class LogProblem:
+    """Something the follower could not do; the caller counts and logs it."""
+
+    reason: str  # log_missing | log_unreadable | not_a_file | line_too_long | file_lost | truncated
+    path: str
+    detail: str = ""
+
+
+@dataclass
+class _OpenFile:
+    fd: int
+    ident: FileIdentity
+    name: str  # last name we saw it under
+    offset: int  # just past the last complete line handed out (what a checkpoint keeps)
+    pos: int = -1  # next byte to read; offset + len(pending) unless skipping
+    pending: bytearray = field(default_factory=bytearray)
+    skipping: bool = False  # inside a line longer than the cap: drop to its newline
+    retired_at: float | None = None  # monotonic time it was renamed away
+    last_growth: float = 0.0
+
+
+def _open_regular(path: str) -> int:
+    """Open a LOG file for reading; raise OSError with a clear message otherwise.
+
+    O_NOFOLLOW: a LOG that is a symlink is refused (it may point anywhere).
+    O_NONBLOCK: opening a FIFO must not hang the watcher.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", path)
+        os.set_blocking(fd, True)
+        return fd
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _describe(exc: OSError) -> str:
+    if exc.errno == errno.ELOOP:
+        return "is a symbolic link (refused)"
+    if exc.errno == errno.EACCES:
+        return "permission denied"
+    if exc.errno == errno.ENOENT:
+        return "does not exist"
+    return exc.strerror or str(exc)
+
+
+class LogFollower:
+    """Follows ``log_path`` (the live name of a RocksDB info LOG).
+
+    ``start`` is ``"start"`` (the live file from its first byte), ``"end"``
+    (from its end: only what is written from now on) or a dict from
+    :meth:`checkpoint`.
+    """
+
+    def __init__(
+        self,
+        log_path: str,
+        start: str | dict[str, Any] = "end",
+        *,
+        max_line: int = 1 << 20,
+        grace: float = 5.0,
+        max_batch: int = 8 << 20,
+    ) -> None:
+        self.path = os.path.abspath(log_path)
+        self.dir, self.base = os.path.split(self.path)
+        self.max_line = max_line
+        self.grace = grace
+        self.max_batch = max_batch
+        self.problems: list[LogProblem] = []
+        self.behind = False  # the last poll stopped at max_batch, not at EOF
+        self.bytes_read = 0
+        self._current: _OpenFile | None = None
+        self._retired: list[_OpenFile] = []
+        # Files read to the end or older than where we started: never read again.
+        self._done: list[FileIdentity] = []
+        self._missing_reported = False
+        if isinstance(start, dict):
+            self._resume(start)
+        else:
+            if start not in ("start", "end"):
+                raise ValueError(f"start must be 'start', 'end' or a checkpoint, not {start!r}")
+            self._begin(at_end=start == "end")
+
+    # -- names ------------------------------------------------------------
+
+    def _listing(self) -> list[tuple[int, str]]:
+        """(order, path) of this LOG's files, oldest first; the live name last."""
+        try:
+            names = os.listdir(self.dir or ".")
+        except OSError as exc:
+            self._problem("log_missing", self.dir, f"directory {_describe(exc)}")
+            return []
+        out = []
+        prefix = self.base + ".old."
+        for name in names:
+            if name == self.base:
+                out.append((1 << 64, os.path.join(self.dir, name)))
+            elif name.startswith(prefix):
+                m = _OLD_SUFFIX_RE.search(name)
+                if m and name == prefix + m.group(1):
+                    out.append((int(m.group(1)), os.path.join(self.dir, name)))
+        out.sort()
+        return out
+
+    def _identity(self, path: str, fd: int | None = None) -> FileIdentity | None:
+        try:
+            st = os.fstat(fd) if fd is not None else os.stat(path, follow_symlinks=False)
+            if fd is None and not stat.S_ISREG(st.st_mode):
+                return None
+            if fd is not None:
+                head = os.pread(fd, HEAD_BYTES, 0)
+            else:
+                with open(path, "rb") as f:
+                    head = f.read(HEAD_BYTES)
+        except OSError:
+            return None
+        nl = head.find(b"\n")
+        return FileIdentity(st.st_dev, st.st_ino, head[:nl] if nl >= 0 else b"")
+
+    def _problem(self, reason: str, path: str, detail: str = "") -> None:
+        self.problems.append(LogProblem(reason, path, detail))
+
+    # -- start ------------------------------------------------------------
+
+    def _begin(self, at_end: bool) -> None:
+        for _order, path in self._listing():
+            if path != self.path:
+                ident = self._identity(path)
+                if ident is not None:
+                    self._done.append(ident)
+        opened = self._open(self.path, 0, report_missing=True)
+        if opened is None:
+            return
+        if at_end:
+            size = os.fstat(opened.fd).st_size
+            opened.offset = opened.pos = size
+            # Starting inside a line (the writer is mid-line): skip to its end.
+            if size and os.pread(opened.fd, 1, size - 1) != b"\n":
+                opened.skipping = True
+        self._current = opened
+
+    def _resume(self, ckpt: dict[str, Any]) -> None:
+        saved = [(FileIdentity.from_json(e), int(e["offset"])) for e in ckpt.get("files", [])]
+        since = int(ckpt.get("wall_us", 0))
+        found: set[int] = set()
+        for order, path in self._listing():
+            ident = self._identity(path)
+            if ident is None:
+                continue
+            match = next((i for i, (sid, _off) in enumerate(saved) if sid.same_file(ident)), None)
+            if match is not None:
+                found.add(match)
+                f = self._open(path, saved[match][1])
+            elif path == self.path or order > since:
+                f = self._open(path, 0)  # written or renamed after the checkpoint
+            else:
+                self._done.append(ident)
+                continue
+            if f is None:
+                continue
+            if path == self.path:
+                self._current = f
+            else:
+                f.retired_at = time.monotonic()
+                self._retired.append(f)
+        for i, (sid, off) in enumerate(saved):
+            if i not in found:
+                self._problem("file_lost", self.path, f"a LOG file being read at offset {off} was deleted")
+
+    def _open(self, path: str, offset: int, report_missing: bool = False) -> _OpenFile | None:
+        try:
+            fd = _open_regular(path)
+        except OSError as exc:
+            if exc.errno == errno.ENOENT and not report_missing:
+                return None
+            if exc.errno == errno.ENOENT:
+                if not self._missing_reported:
+                    self._missing_reported = True
+                    self._problem("log_missing", path, "does not exist (yet)")
+                return None
+            reason = "not_a_file" if exc.errno in (errno.ELOOP, errno.EINVAL) else "log_unreadable"
+            self._problem(reason, path, _describe(exc))
+            return None
+        self._missing_reported = False
+        ident = self._identity(path, fd) or FileIdentity(0, 0)
+        return _OpenFile(fd, ident, path, offset, offset, last_growth=time.monotonic())
+
+    # -- reading ------------------------------------------------------------
+
+    def poll(self, final: bool = False) -> list[bytes]:
+        """Complete lines written since the last poll, in file order.
+
+        Reads at most ``max_batch`` bytes; :attr:`behind` then says more is
+        waiting. ``final``: the writer is done (the DB closed or crashed): hand
+        out partial last lines and close files renamed away -- call it until
+        ``behind`` is False.
+        """
+        lines: list[bytes] = []
+        budget = [self.max_batch]
+        for f in self._retired:
+            self._read(f, lines, budget, final)
+        if self._current is not None:
+            self._read(self._current, lines, budget, final=False)
+        if budget[0] > 0 and self._moved_on():
+            if self._current is not None:
+                self._read(self._current, lines, budget, final)  # what came before the rename
+            self._switch()
+            for f in self._retired:
+                self._read(f, lines, budget, final)
+            if self._current is not None:
+                self._read(self._current, lines, budget, final=False)
+        self.behind = budget[0] <= 0
+        if not self.behind:
+            if final and self._current is not None:
+                self._read(self._current, lines, budget, final=True)
+            self._expire(lines, final)
+        return lines
+
+    def _moved_on(self) -> bool:
+        """Does the live name now denote another file than the one we read?"""
+        try:
+            st = os.stat(self.path, follow_symlinks=False)
+        except OSError:
+            return self._current is not None  # renamed away (or the directory is gone)
+        cur = self._current
+        if cur is None:
+            return True
+        return (st.st_dev, st.st_ino) != (cur.ident.dev, cur.ident.ino)
+
+    def _is_known(self, path: str) -> bool | None:
+        """Is ``path`` a file we follow or finished? None if it cannot be stat'ed.
+
+        Only a stat per file; the first line is read only to tell a reused
+        inode from the file we knew.
+        """
+        try:
+            st = os.stat(path, follow_symlinks=False)
+        except OSError:
+            return None
+        if not stat.S_ISREG(st.st_mode):
+            return None
+        key = (st.st_dev, st.st_ino)
+        files = [f.ident for f in self._retired] + ([self._current.ident] if self._current else []) + self._done
+        same_inode = [i for i in files if (i.dev, i.ino) == key]
+        if not same_inode:
+            return False
+        ident = self._identity(path)
+        return ident is not None and any(i.same_file(ident) for i in same_inode)
+
+    def _switch(self) -> None:
+        """The live name moved on: retire the current file, open all newer ones."""
+        now = time.monotonic()
+        if self._current is not None:
+            self._current.retired_at = now
+            self._retired.append(self._current)
+            self._current = None
+        present: set[tuple[int, int]] = set()
+        for _order, path in self._listing():
+            known = self._is_known(path)
+            if known is None:
+                continue
+            if not known:
+                f = self._open(path, 0, report_missing=path == self.path)
+                if f is None:
+                    continue
+                if path == self.path:
+                    self._current = f
+                else:
+                    f.retired_at = now
+                    self._retired.append(f)
+            try:
+                st = os.stat(path, follow_symlinks=False)
+                present.add((st.st_dev, st.st_ino))
+            except OSError:
+                pass
+        # Forget finished files that are gone: they cannot come back.
+        self._done = [d for d in self._done if (d.dev, d.ino) in present]
+
+    def _read(self, f: _OpenFile, lines: list[bytes], budget: list[int], final: bool) -> None:
+        if f.fd < 0:
+            return
+        if not f.ident.head:
+            ident = self._identity(f.name, f.fd)
+            if ident is not None:
+                f.ident = ident
+        try:
+            size = os.fstat(f.fd).st_size
+        except OSError:
+            return
+        if size < f.pos:
+            # Truncated in place (RocksDB never does; a tool might): start over.
+            self._problem("truncated", f.name, f"size {size} < offset {f.pos}")
+            f.pos = f.offset = 0
+            f.pending, f.skipping = bytearray(), False
+        while f.pos < size and budget[0] > 0:
+            try:
+                chunk = os.pread(f.fd, min(READ_CHUNK, size - f.pos), f.pos)
+            except OSError as exc:
+                self._problem("log_unreadable", f.name, _describe(exc))
+                return
+            if not chunk:
+                break
+            f.pos += len(chunk)
+            budget[0] -= len(chunk)
+            self.bytes_read += len(chunk)
+            f.last_growth = time.monotonic()
+            self._split(f, chunk, lines)
+        if final and f.pos >= size and (f.pending or f.skipping):
+            # The writer is gone (closed DB, crash): a partial last line is all there is.
+            if f.pending:
+                lines.append(bytes(f.pending))
+            f.offset = f.pos
+            f.pending, f.skipping = bytearray(), False
+
+    def _split(self, f: _OpenFile, chunk: bytes, lines: list[bytes]) -> None:
+        """Append the complete lines of ``chunk`` (which ends at ``f.pos``) to ``lines``."""
+        parts = chunk.split(b"\n")
+        tail = parts.pop()
+        if parts:
+            if f.skipping:  # the rest of an over-long line
+                del parts[0]
+                f.skipping = False
+            elif f.pending:
+                parts[0] = bytes(f.pending) + parts[0]
+                f.pending = bytearray()
+            f.offset = f.pos - len(tail)
+            if parts and max(map(len, parts)) > self.max_line:
+                for part in [p for p in parts if len(p) > self.max_line]:
+                    self._problem("line_too_long", f.name, f"{len(part)} bytes (cap {self.max_line})")
+                parts = [p for p in parts if len(p) <= self.max_line]
+            lines.extend(parts)
+        if tail and not f.skipping:
+            f.pending += tail
+            if len(f.pending) > self.max_line:
+                self._problem("line_too_long", f.name, f"over {self.max_line} bytes without newline")
+                f.pending, f.skipping = bytearray(), True
+
+    def _expire(self, lines: list[bytes], final: bool) -> None:
+        """Close renamed-away files that stayed idle for ``grace`` seconds."""
+        now = time.monotonic()
+        keep = []
+        for f in self._retired:
+            idle = now - max(f.last_growth, f.retired_at or now)
+            if final or idle >= self.grace:
+                # The writer is gone: a partial last line is all there will be.
+                self._read(f, lines, [self.max_batch], final=True)
+                os.close(f.fd)
+                f.fd = -1
+                self._done.append(f.ident)
+            else:
+                keep.append(f)
+        self._retired = keep
+
+    # -- state --------------------------------------------------------------
+
+    def checkpoint(self) -> dict[str, Any]:
+        """Where the next poll would start: JSON-able, for :class:`LogFollower`'s ``start``."""
+        files = self._retired + ([self._current] if self._current else [])
+        return {
+            "path": self.path,
+            "wall_us": time.time_ns() // 1000,
+            "files": [{**f.ident.to_json(), "offset": f.offset, "name": f.name} for f in files],
+        }
+
+    def head(self, nbytes: int = 64 << 10) -> list[bytes]:
+        """Complete lines of the first ``nbytes`` of the live file (its header)."""
+        f = self._current
+        if f is None:
+            return []
+        try:
+            data = os.pread(f.fd, nbytes, 0)
+        except OSError:
+            return []
+        return data.split(b"\n")[:-1]
+
+    @property
+    def following(self) -> str | None:
+        return self._current.name if self._current else None
+
+    def close(self) -> None:
+        for f in self._retired + ([self._current] if self._current else []):
+            if f.fd >= 0:
+                os.close(f.fd)
+                f.fd = -1
+        self._retired, self._current = [], None
