@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping
 
 __all__ = [
+    "BatchInfo",
     "BlobFileCreationInfo",
     "BlobFileDeletionInfo",
     "CompactionJobInfo",
@@ -196,6 +197,21 @@ class WatchInfo:
     stopped: bool = False
     # Blob files found in the DB directory when watching started: number -> size.
     existing_blob_files: dict[int, int | None] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class BatchInfo:
+    """The watcher delivered every event of the lines it just read.
+
+    A listener that buffers (e.g. keeps a finished job's span open for the
+    deletions RocksDB logs right after it) can settle here.
+    """
+
+    callback = "on_batch_delivered"
+
+    db_name: str
+    lines: int
+    events: int
 
 
 _FINISHED_CALLBACK = {
@@ -445,6 +461,8 @@ class LogDecoder:
 
     def _event(self, f: dict[str, Any], truncated: bool) -> Any:
         event = f.get("event")
+        if type(event) is not str:
+            return LineSkippedInfo(self.db_name, "malformed_line", f"event JSON without an event name: {event!r}"[:200])
         job_id = _uint(f.get("job"))
         when = _uint(f.get("time_micros"))
         if event == "blob_file_creation":

@@ -13,6 +13,7 @@ import logging
 from typing import Any, Iterable
 
 from .events import (
+    BatchInfo,
     BlobFileCreationInfo,
     BlobFileDeletionInfo,
     CompactionJobInfo,
@@ -48,6 +49,7 @@ class EventListener:
     def on_line_skipped(self, info: LineSkippedInfo) -> None: ...
     def on_watch_started(self, info: WatchInfo) -> None: ...
     def on_watch_stopped(self, info: WatchInfo) -> None: ...
+    def on_batch_delivered(self, info: BatchInfo) -> None: ...
 
 
 def deliver(listener: EventListener, info: Any) -> bool:

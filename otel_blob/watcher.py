@@ -18,7 +18,7 @@ import threading
 from collections import Counter
 from typing import Any, Callable
 
-from .events import LineSkippedInfo, LogDecoder, WatchInfo, parse_line
+from .events import BatchInfo, LineSkippedInfo, LogDecoder, WatchInfo, parse_line
 from .follower import LogFollower, LogProblem
 from .layout import WatchError, blob_files, file_size
 from .listener import EventListener, deliver
@@ -126,8 +126,12 @@ class Watch:
             lines = self.follower.poll(final)
             self.stats.polls += 1
             if lines:
-                delivered += self._process(lines)
-            self._report_problems()
+                n = self._process(lines)
+                delivered += n
+                self._report_problems()
+                self._deliver(BatchInfo(self.db_path, len(lines), n))
+            else:
+                self._report_problems()
             if self._on_checkpoint is not None and lines:
                 # Only now that every event of these lines was delivered.
                 self._on_checkpoint(self.follower.checkpoint())
@@ -156,7 +160,7 @@ class Watch:
             info.log_path = info.log_path or self.follower.following
             stats.skipped[info.reason] += 1
             self._warn(info.reason, "otel_blob: skipped a LOG line of %s (%s): %s", self.db_path, info.reason, info.detail)
-        else:
+        elif not isinstance(info, (BatchInfo, WatchInfo)):
             stats.events += 1
             callback = info.callback
             if callback == "on_blob_file_created":

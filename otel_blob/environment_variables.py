@@ -1,0 +1,21 @@
+"""Environment variables of otel_blob (precedence everywhere: keyword argument > env var > default).
+
+A value that cannot be understood logs a warning and the default is used.
+"""
+
+OTEL_PYTHON_ROCKSDICT_ENABLED = "OTEL_PYTHON_ROCKSDICT_ENABLED"
+"""``true`` (default) / ``false``: switch the rocksdict instrumentation on or off."""
+
+OTEL_PYTHON_ROCKSDICT_SEVERITY = "OTEL_PYTHON_ROCKSDICT_SEVERITY"
+"""``info`` (default) or ``debug``: severity of blob file log records (failures are always WARN)."""
+
+OTEL_PYTHON_ROCKSDICT_EVENTS = "OTEL_PYTHON_ROCKSDICT_EVENTS"
+"""``blob`` (default): blob file events, with the job spans they belong to; ``all``: also table
+file events as span events and every flush/compaction/recovery job as a span."""
+
+OTEL_PYTHON_ROCKSDICT_POLL_INTERVAL = "OTEL_PYTHON_ROCKSDICT_POLL_INTERVAL"
+"""Seconds between two reads of the LOG (default ``0.01``; 0.001 .. 10)."""
+
+OTEL_PYTHON_ROCKSDICT_FILE_PATHS = "OTEL_PYTHON_ROCKSDICT_FILE_PATHS"
+"""``full`` (default): record file and DB paths; ``hash``: a stable SHA-256 prefix instead;
+``none``: leave path attributes out (file names and numbers stay)."""
