@@ -57,6 +57,7 @@ from .watcher import Watch, WatchLoop, default_loop, start_watch
 
 __all__ = [
     "BlobFileCreationInfo",
+    "RocksdictInstrumentor",
     "BlobFileDeletionInfo",
     "CompactionJobInfo",
     "EventListener",
@@ -73,6 +74,16 @@ __all__ = [
     "parse_line",
     "watch",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # The instrumentor (and with it OpenTelemetry) is imported only when asked for:
+    # the engine itself never imports opentelemetry.
+    if name == "RocksdictInstrumentor":
+        from .instrumentor import RocksdictInstrumentor
+
+        return RocksdictInstrumentor
+    raise AttributeError(f"module 'otel_blob' has no attribute {name!r}")
 
 
 def watch(

@@ -1,0 +1,180 @@
+"""RocksdictInstrumentor: hooks every ``rocksdict.Rdict`` opened after start-up.
+
+* ``Rdict(...)`` -- once the DB is open, its LOG is watched from the start of
+  the file RocksDB just began (recovery included), one watch per LOG.
+* ``Rdict.close()`` -- drains every remaining event (also the deletions RocksDB
+  logs while closing) before returning.
+* ``Rdict.flush()`` / ``Rdict.compact_range()`` -- recorded as spans
+  ``rocksdict.flush`` / ``rocksdict.compact_range``; the background job span they
+  cause becomes their child.
+* process exit -- an ``atexit`` hook, registered after the SDK's own, drains all
+  watches before the SDK providers shut down.
+
+Nothing here raises into the application: every wrapper guards its own work and
+calls rocksdict exactly as it would be called without us.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import threading
+from typing import Any, Collection
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
+from opentelemetry.instrumentation.utils import is_instrumentation_enabled, unwrap
+from wrapt import wrap_function_wrapper
+
+from .config import Settings
+from .layout import info_log_path
+from .package import _instruments
+from .watcher import Watch, default_loop, start_watch
+
+_log = logging.getLogger("otel_blob")
+
+_WRAPPED = ("close", "flush", "compact_range")
+
+
+class RocksdictInstrumentor(BaseInstrumentor):  # type: ignore[misc]
+    """Blob file telemetry for every ``rocksdict.Rdict``.
+
+    ``instrument(tracer_provider=, logger_provider=, meter_provider=, enabled=,
+    severity=, events=, poll_interval=, file_paths=)``; settings not given come
+    from the ``OTEL_PYTHON_ROCKSDICT_*`` environment variables, then defaults.
+    """
+
+    def instrumentation_dependencies(self) -> Collection[str]:
+        return _instruments
+
+    def _instrument(self, **kwargs: Any) -> None:
+        import rocksdict
+
+        self.settings = Settings.resolve(kwargs)
+        self._patched = False
+        if not self.settings.enabled:
+            _log.info("otel_blob: rocksdict instrumentation disabled by configuration")
+            return
+        from .telemetry import TelemetryListener
+
+        self.listener = TelemetryListener(
+            tracer_provider=kwargs.get("tracer_provider"),
+            logger_provider=kwargs.get("logger_provider"),
+            meter_provider=kwargs.get("meter_provider"),
+            severity=self.settings.severity,
+            kinds=self.settings.events,
+            file_paths=self.settings.file_paths,
+        )
+        self._tracer = trace.get_tracer(__name__, tracer_provider=kwargs.get("tracer_provider"))
+        self._lock = threading.Lock()
+        self._watches: dict[str, Watch] = {}  # LOG path -> its watch
+        self._handles: dict[int, str] = {}  # id(Rdict) -> LOG path
+        cls = rocksdict.Rdict
+        self._had_init = "__init__" in cls.__dict__
+        wrap_function_wrapper(cls, "__init__", self._init_wrapper)
+        wrap_function_wrapper(cls, "close", self._close_wrapper)
+        wrap_function_wrapper(cls, "flush", self._manual_wrapper("rocksdict.flush", "flush"))
+        wrap_function_wrapper(cls, "compact_range", self._manual_wrapper("rocksdict.compact_range", "compact_range"))
+        self._patched = True
+
+    def _uninstrument(self, **kwargs: Any) -> None:
+        import rocksdict
+
+        if not getattr(self, "_patched", False):
+            return
+        cls = rocksdict.Rdict
+        for name in _WRAPPED:
+            unwrap(cls, name)
+        if self._had_init:
+            unwrap(cls, "__init__")
+        else:
+            del cls.__init__  # rocksdict has none of its own: back to object.__init__
+        self._patched = False
+        atexit.unregister(self.drain_all)
+        self.drain_all()
+
+    # -- the wrappers -------------------------------------------------------------
+
+    def _init_wrapper(self, wrapped: Any, instance: Any, args: Any, kwargs: Any) -> None:
+        # rocksdict opens the DB in __new__; __init__ is object's and takes no
+        # arguments. By now the DB is open and its new LOG begun.
+        if is_instrumentation_enabled():
+            try:
+                self._start(instance)
+            except Exception:
+                _log.exception("otel_blob: could not start watching a rocksdict database")
+
+    def _start(self, rdict: Any) -> None:
+        db_path = rdict.path()
+        log_path = info_log_path(db_path)
+        with self._lock:
+            self._handles[id(rdict)] = log_path
+            w = self._watches.get(log_path)
+            if w is not None and not w.stopped:
+                return  # still following this DB (an Rdict dropped without close()): it moves on to the new LOG
+            self._watches[log_path] = start_watch(
+                db_path, log_path, self.listener, loop=default_loop, start="start",
+                poll_interval=self.settings.poll_interval,
+            )
+        # Registered (again) after the SDK's providers registered theirs: atexit
+        # runs last-in first-out, so the drain comes before their shutdown.
+        atexit.unregister(self.drain_all)
+        atexit.register(self.drain_all)
+
+    def _close_wrapper(self, wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        result = wrapped(*args, **kwargs)
+        try:
+            with self._lock:
+                log_path = self._handles.pop(id(instance), None)
+                others = log_path in self._handles.values()
+                w = self._watches.pop(log_path, None) if log_path and not others else None
+            if w is not None:
+                w.stop()  # the DB is closed: deliver all it logged, the close included
+        except Exception:
+            _log.exception("otel_blob: draining a closed rocksdict database failed")
+        return result
+
+    def _manual_wrapper(self, span_name: str, kind: str) -> Any:
+        def wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+            if not is_instrumentation_enabled():
+                return wrapped(*args, **kwargs)
+            try:
+                db_path = instance.path()
+                attributes = {"db.system.name": "rocksdb"}
+                shown = self.listener.path_attr(db_path)
+                if shown is not None:  # None: paths are not recorded (file_paths=none)
+                    attributes["rocksdb.db.path"] = shown
+                span = self._tracer.start_span(span_name, attributes=attributes)
+                ctx = trace.set_span_in_context(span)
+                op = self.listener.manual_operation(db_path, kind, ctx)
+            except Exception:
+                _log.exception("otel_blob: could not trace %s", span_name)
+                return wrapped(*args, **kwargs)
+            token = otel_context.attach(ctx)
+            try:
+                return wrapped(*args, **kwargs)
+            except BaseException as exc:
+                span.record_exception(exc)
+                span.set_status(trace.Status(trace.StatusCode.ERROR, str(exc)))
+                raise
+            finally:
+                otel_context.detach(token)
+                op.done()
+                span.end()
+
+        return wrapper
+
+    # -- draining -------------------------------------------------------------------
+
+    def drain_all(self) -> None:
+        """Deliver every event still in the LOGs and stop all watches (atexit)."""
+        with self._lock:
+            watches = list(self._watches.values())
+            self._watches.clear()
+            self._handles.clear()
+        for w in watches:
+            try:
+                w.stop()
+            except Exception:
+                _log.exception("otel_blob: draining %s failed", w.log_path)

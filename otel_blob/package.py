@@ -1,0 +1,3 @@
+_instruments = ("rocksdict >= 0.3.25",)
+
+_supports_metrics = True

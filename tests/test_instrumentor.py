@@ -1,0 +1,144 @@
+"""RocksdictInstrumentor used explicitly, with in-memory SDK exporters."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import rocksdict
+from opentelemetry import trace
+from opentelemetry.instrumentation.utils import suppress_instrumentation
+from opentelemetry.sdk._logs import LoggerProvider
+from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from dbutil import blob_options, quiesce, write_round
+from otel_blob import RocksdictInstrumentor
+
+
+class Sdk:
+    def __init__(self) -> None:
+        self.spans = InMemorySpanExporter()
+        self.logs = InMemoryLogRecordExporter()
+        self.metrics = InMemoryMetricReader()
+        self.tracer_provider = TracerProvider(shutdown_on_exit=False)
+        self.tracer_provider.add_span_processor(SimpleSpanProcessor(self.spans))
+        self.logger_provider = LoggerProvider(shutdown_on_exit=False)
+        self.logger_provider.add_log_record_processor(SimpleLogRecordProcessor(self.logs))
+        self.meter_provider = MeterProvider(metric_readers=[self.metrics], shutdown_on_exit=False)
+
+    def kwargs(self) -> dict:
+        return {"tracer_provider": self.tracer_provider, "logger_provider": self.logger_provider,
+                "meter_provider": self.meter_provider}
+
+    def blob_records(self) -> list:
+        return [r.log_record for r in self.logs.get_finished_logs()
+                if (r.log_record.event_name or "").startswith("rocksdb.blob_file.")]
+
+
+@pytest.fixture
+def sdk():
+    s = Sdk()
+    inst = RocksdictInstrumentor()
+    yield s, inst
+    if inst.is_instrumented_by_opentelemetry:
+        inst.uninstrument()
+
+
+def workload(path: str) -> None:
+    db = rocksdict.Rdict(path, blob_options())
+    for _ in range(2):
+        write_round(db)
+        db.flush()
+    quiesce(db)
+    db.close()
+
+
+def test_close_drains_every_event_before_returning(tmp_path, sdk):
+    s, inst = sdk
+    inst.instrument(**s.kwargs())
+    workload(str(tmp_path / "db"))
+    # No drain, no wait: close() returned, so every event was delivered.
+    records = s.blob_records()
+    created = [r for r in records if r.event_name == "rocksdb.blob_file.created"]
+    on_disk = {int(n[:-5]) for n in (tmp_path / "db").iterdir() for n in [n.name] if n.endswith(".blob")}
+    assert on_disk and on_disk <= {r.attributes["rocksdb.blob_file.number"] for r in created}
+
+
+def test_uninstrument_restores_rocksdict_exactly(tmp_path, sdk):
+    s, inst = sdk
+    before = {k: rocksdict.Rdict.__dict__.get(k) for k in ("__init__", "close", "flush", "compact_range")}
+    inst.instrument(**s.kwargs())
+    assert rocksdict.Rdict.__dict__.get("flush") is not before["flush"]
+    inst.uninstrument()
+    after = {k: rocksdict.Rdict.__dict__.get(k) for k in before}
+    assert after == before
+    workload(str(tmp_path / "db"))
+    assert not s.blob_records() and not s.spans.get_finished_spans()
+
+
+def test_suppressed_instrumentation_records_nothing(tmp_path, sdk):
+    s, inst = sdk
+    inst.instrument(**s.kwargs())
+    with suppress_instrumentation():
+        workload(str(tmp_path / "db"))
+    assert not s.blob_records()
+    assert not [sp for sp in s.spans.get_finished_spans() if sp.name.startswith(("rocksdb.", "rocksdict."))]
+
+
+def test_disabled_by_env_var(tmp_path, sdk, monkeypatch):
+    s, inst = sdk
+    monkeypatch.setenv("OTEL_PYTHON_ROCKSDICT_ENABLED", "false")
+    inst.instrument(**s.kwargs())
+    workload(str(tmp_path / "db"))
+    assert not s.blob_records()
+
+
+def test_kwarg_beats_env_and_bad_env_falls_back(tmp_path, sdk, monkeypatch, caplog):
+    s, inst = sdk
+    monkeypatch.setenv("OTEL_PYTHON_ROCKSDICT_SEVERITY", "info")
+    monkeypatch.setenv("OTEL_PYTHON_ROCKSDICT_POLL_INTERVAL", "soon")
+    with caplog.at_level(logging.WARNING, logger="otel_blob"):
+        inst.instrument(severity="debug", **s.kwargs())
+    assert "OTEL_PYTHON_ROCKSDICT_POLL_INTERVAL" in caplog.text
+    assert inst.settings.poll_interval == 0.01 and inst.settings.severity == "debug"
+    workload(str(tmp_path / "db"))
+    recs = [r for r in s.blob_records() if r.attributes.get("rocksdb.status") == "OK"]
+    assert recs and {r.severity_text for r in recs} == {"DEBUG"}
+
+
+def test_manual_flush_span_is_parent_of_the_flush_job(tmp_path, sdk):
+    s, inst = sdk
+    inst.instrument(**s.kwargs())
+    tracer = s.tracer_provider.get_tracer("app")
+    db = rocksdict.Rdict(str(tmp_path / "db"), blob_options())
+    with tracer.start_as_current_span("app"):
+        write_round(db)
+        db.flush()
+    quiesce(db)
+    db.close()
+    spans = s.spans.get_finished_spans()
+    app = next(sp for sp in spans if sp.name == "app")
+    call = next(sp for sp in spans if sp.name == "rocksdict.flush")
+    job = next(sp for sp in spans if sp.name == "rocksdb.flush")
+    assert call.parent.span_id == app.context.span_id
+    assert job.parent.span_id == call.context.span_id
+    assert job.context.trace_id == app.context.trace_id
+
+
+def test_a_watch_that_fails_to_start_does_not_break_the_app(tmp_path, sdk, monkeypatch, caplog):
+    s, inst = sdk
+    inst.instrument(**s.kwargs())
+    import otel_blob.instrumentor as mod
+
+    def boom(*a, **k):
+        raise OSError("simulated")
+
+    monkeypatch.setattr(mod, "start_watch", boom)
+    with caplog.at_level(logging.ERROR, logger="otel_blob"):
+        workload(str(tmp_path / "db"))  # must not raise
+    assert "could not start watching" in caplog.text
