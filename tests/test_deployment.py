@@ -30,15 +30,8 @@ README_HEADING = "## See it in Grafana"
 SDK_DEFAULT_PORTS = {"grpc": 4317, "http": 4318}  # OTEL_EXPORTER_OTLP_ENDPOINT defaults
 
 # --- the telemetry contract -------------------------------------------------------------------------
-# Attribute keys come from docs/telemetry.md (first column of its tables, in backticks) when that file
-# exists; until it does, from this copy of the contract as stated in issue 5.
-FALLBACK_ATTRIBUTE_KEYS = {
-    "rocksdb.event", "db.system.name", "rocksdb.db.path", "rocksdb.db.session_id", "rocksdb.column_family",
-    "rocksdb.job.id", "rocksdb.blob_file.number", "rocksdb.blob_file.reason", "rocksdb.blob_file.blob_count",
-    "rocksdb.blob_file.blob_bytes", "rocksdb.blob_file.checksum", "rocksdb.blob_file.checksum_func",
-    "rocksdb.status", "file.path", "file.name", "file.size", "rocksdb.blob_file.lifetime_s", "error.type",
-    "rocksdb.compaction.reason", "rocksdb.flush.reason",
-}
+# Attribute keys come from docs/telemetry.md (first column of its tables, in backticks): the contract
+# the code is tested against (tests/test_telemetry.py), so queries and dashboards follow it.
 SPAN_NAMES = {"rocksdb.flush", "rocksdb.compaction", "rocksdb.recovery", "rocksdict.flush", "rocksdict.compact_range"}
 EVENT_NAMES = {"rocksdb.blob_file.created", "rocksdb.blob_file.deleted",
                "rocksdb.table_file.created", "rocksdb.table_file.deleted"}
@@ -65,8 +58,6 @@ PROMETHEUS_BUILTIN_LABELS = {"service_name", "job", "instance", "le"}
 
 def contract_attribute_keys() -> set[str]:
     telemetry = ROOT / "docs" / "telemetry.md"
-    if not telemetry.exists():
-        return set(FALLBACK_ATTRIBUTE_KEYS)  # explicit fallback until docs/telemetry.md is written
     keys = set()
     for line in telemetry.read_text(encoding="utf-8").splitlines():
         if line.lstrip().startswith("|"):
@@ -441,10 +432,8 @@ def test_dashboard_queries_use_contract_names():
 
 # --- README section and docs --------------------------------------------------------------------------
 def readme_section() -> str:
-    readme = ROOT / "README.md"
-    text = readme.read_text(encoding="utf-8") if readme.exists() else ""
-    if README_HEADING not in text:  # until the lead pastes the section into README.md
-        text = (ROOT / "docs" / "readme-grafana-section.md").read_text(encoding="utf-8")
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert README_HEADING in text, "README.md lost its 'See it in Grafana' section"
     section = text[text.index(README_HEADING):]
     following = re.search(r"^## ", section[len(README_HEADING):], re.MULTILINE)
     return section[: len(README_HEADING) + following.start()] if following else section
