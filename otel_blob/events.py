@@ -573,6 +573,24 @@ class LogDecoder:
                 out.extend(feed(parsed))
         return out
 
+    def state(self) -> dict[str, Any]:
+        """What this decoder remembers, JSON-able (a checkpoint keeps it with the LOG offset)."""
+        return {
+            "session_id": self.session_id,
+            "jobs": [[job_id, j.kind, j.cf, j.reason, j.start_micros] for job_id, j in self._jobs.items()],
+            "live_blob_files": [[n, *v] for n, v in self.live_blob_files.items()],
+        }
+
+    def restore(self, state: Mapping[str, Any] | None) -> None:
+        """Take back what :meth:`state` returned (resuming where a checkpoint left off)."""
+        if not state:
+            return
+        self.session_id = state.get("session_id")
+        self._jobs.clear()
+        for job_id, kind, cf, reason, start in state.get("jobs", []):
+            self._jobs[int(job_id)] = _Job(kind, cf, reason, start)
+        self.live_blob_files = {int(n): [size, cf, created] for n, size, cf, created in state.get("live_blob_files", [])}
+
     def _job(self, job_id: int, kind: str) -> _Job:
         job = self._jobs.get(job_id)
         if job is None or job.kind != kind:

@@ -136,6 +136,9 @@ class LogFollower:
         self.problems: list[LogProblem] = []
         self.behind = False  # the last poll stopped at max_batch, not at EOF
         self.bytes_read = 0
+        # Wall time (µs) before the last look at the directory: a LOG.old.<µs> newer
+        # than this may hold lines never read (the checkpoint's "wall_us").
+        self._looked_us = time.time_ns() // 1000
         self._current: _OpenFile | None = None
         self._retired: list[_OpenFile] = []
         # Files read to the end or older than where we started: never read again.
@@ -262,6 +265,7 @@ class LogFollower:
         out partial last lines and close files renamed away -- call it until
         ``behind`` is False.
         """
+        self._looked_us = time.time_ns() // 1000
         lines: list[bytes] = []
         budget = [self.max_batch]
         for f in self._retired:
@@ -425,7 +429,7 @@ class LogFollower:
         files = self._retired + ([self._current] if self._current else [])
         return {
             "path": self.path,
-            "wall_us": time.time_ns() // 1000,
+            "wall_us": self._looked_us,
             "files": [{**f.ident.to_json(), "offset": f.offset, "name": f.name} for f in files],
         }
 

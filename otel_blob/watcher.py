@@ -86,6 +86,7 @@ class Watch:
         blob_dir: Callable[[str | None], str] | None = None,
         poll_interval: float = 0.01,
         on_checkpoint: Callable[[dict[str, Any]], None] | None = None,
+        stat_files: bool = True,
     ) -> None:
         self.db_path = os.path.abspath(db_path)
         self.log_path = log_path
@@ -98,8 +99,12 @@ class Watch:
         self._stopped = False
         self._loop: WatchLoop | None = None
         existing = blob_files(self.db_path)
+        if not stat_files:
+            # Sizes only from the LOG: re-reading it (resume, replay) gives identical events.
+            existing = dict.fromkeys(existing)
         self.decoder = LogDecoder(
-            self.db_path, blob_dir=blob_dir, file_size=file_size, blob_only=blob_only, known_blob_files=existing
+            self.db_path, blob_dir=blob_dir, file_size=file_size if stat_files else None,
+            blob_only=blob_only, known_blob_files=existing,
         )
         self.follower = LogFollower(log_path, start)
         # Starting mid-file: the header still tells the session id.
