@@ -40,7 +40,7 @@ from .events import (
     parse_line,
 )
 from .layout import WatchError, info_log_path, is_rocksdb_dir
-from .listener import EventListener, TeeListener, deliver
+from .listener import EventListener, TeeListener, deliver, tee
 
 __all__ = ["main"]
 
@@ -729,6 +729,18 @@ class DbSlot:
             self.watch.stop(final=False)
 
 
+
+def _compose(args: argparse.Namespace, telemetry: Any, several_dbs: bool) -> tuple[Any, EventListener]:
+    """The console printer (or None) and the one listener the events go to."""
+    listeners: list[EventListener] = []
+    printer = None
+    if args.console:
+        printer = LinePrinter(sys.stdout, show_db=several_dbs)
+        listeners.append(printer)
+    if telemetry.listener is not None:
+        listeners.append(telemetry.listener)
+    return printer, tee(listeners)
+
 def cmd_watch(args: argparse.Namespace, environ: dict[str, str]) -> int:
     dbs: list[str] = []
     for d in args.db_dirs:
@@ -745,14 +757,7 @@ def cmd_watch(args: argparse.Namespace, environ: dict[str, str]) -> int:
         except CheckpointError as exc:
             raise UsageError(str(exc)) from None
     telemetry = Telemetry(args, environ, default_exporter="otlp")
-    listeners: list[EventListener] = []
-    printer = None
-    if args.console:
-        printer = LinePrinter(sys.stdout, show_db=len(dbs) > 1)
-        listeners.append(printer)
-    if telemetry.listener is not None:
-        listeners.append(telemetry.listener)
-    listener = listeners[0] if len(listeners) == 1 else TeeListener(*listeners)
+    printer, listener = _compose(args, telemetry, several_dbs=len(dbs) > 1)
     slots = [DbSlot(d, args, listener, ckpt) for d in dbs]
 
     stop = threading.Event()
@@ -942,14 +947,7 @@ def cmd_replay(args: argparse.Namespace, environ: dict[str, str]) -> int:
     groups = _group_logs(paths)
     sizes = {p: _check_log_file(p) for _, files in groups for p in files}
     telemetry = Telemetry(args, environ, default_exporter="otlp", replay=True)
-    listeners: list[EventListener] = []
-    printer = None
-    if args.console:
-        printer = LinePrinter(sys.stdout, show_db=len(groups) > 1)
-        listeners.append(printer)
-    if telemetry.listener is not None:
-        listeners.append(telemetry.listener)
-    listener = listeners[0] if len(listeners) == 1 else TeeListener(*listeners)
+    printer, listener = _compose(args, telemetry, several_dbs=len(groups) > 1)
     show = args.progress == "always" or (args.progress == "auto" and sys.stderr.isatty())
     progress = _Progress(sum(sizes.values()), show)
     stop = threading.Event()
