@@ -144,6 +144,7 @@ class LogFollower:
         # Files read to the end or older than where we started: never read again.
         self._done: list[FileIdentity] = []
         self._missing_reported = False
+        self._unplaced: _OpenFile | None = None  # the last live file, while no new live file is open
         if isinstance(start, dict):
             self._resume(start)
         else:
@@ -321,6 +322,7 @@ class LogFollower:
     def _switch(self) -> None:
         """The live name moved on: retire the current file, open all newer ones."""
         now = time.monotonic()
+        previous = self._current or self._unplaced
         if self._current is not None:
             self._current.retired_at = now
             self._retired.append(self._current)
@@ -333,6 +335,9 @@ class LogFollower:
             if not known:
                 f = self._open(path, 0, report_missing=path == self.path)
                 if f is None:
+                    if path != self.path and not os.path.lexists(path):
+                        # Listed, never read, deleted before we could open it.
+                        self._problem("file_lost", path, "a rolled LOG file was deleted before it could be read")
                     continue
                 if path == self.path:
                     self._current = f
@@ -346,6 +351,30 @@ class LogFollower:
                 pass
         # Forget finished files that are gone: they cannot come back.
         self._done = [d for d in self._done if (d.dev, d.ino) in present]
+        # Where did the file we last read as the live LOG go? Judged once a new
+        # live file is open (the name may be between two files right now).
+        self._unplaced = previous if self._current is None else None
+        if previous is not None and self._current is not None:
+            self._check_gap(previous, present)
+
+    def _check_gap(self, previous: _OpenFile, present: set[tuple[int, int]]) -> None:
+        """The file we were reading was renamed *and deleted* before we saw its new
+        name: RocksDB deletes the oldest rolled files first (``keep_log_file_num``),
+        so every file rolled between it and the oldest one left may be gone unread.
+        We still read ``previous`` to its end (we hold it open), but cannot tell how
+        many files came in between: report it once, never silently."""
+        if (previous.ident.dev, previous.ident.ino) in present or previous.fd < 0:
+            return
+        try:
+            if os.fstat(previous.fd).st_nlink > 0:
+                return  # renamed out of the directory, not deleted
+        except OSError:
+            return
+        self._problem(
+            "file_lost", previous.name,
+            "rolled and deleted before its successors were listed: LOG files rolled in between were "
+            "deleted unread (the reader was more than keep_log_file_num files behind)",
+        )
 
     def _read(self, f: _OpenFile, lines: list[bytes], budget: list[int], final: bool) -> None:
         if f.fd < 0:

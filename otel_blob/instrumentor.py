@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import os
 import threading
 from typing import Any, Collection
 
@@ -77,6 +78,23 @@ class RocksdictInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         wrap_function_wrapper(cls, "flush", self._manual_wrapper("rocksdict.flush", "flush"))
         wrap_function_wrapper(cls, "compact_range", self._manual_wrapper("rocksdict.compact_range", "compact_range"))
         self._patched = True
+        if not getattr(RocksdictInstrumentor, "_fork_hook", False):
+            RocksdictInstrumentor._fork_hook = True
+            os.register_at_fork(after_in_child=self._after_fork_in_child)
+
+    def _after_fork_in_child(self) -> None:
+        # A forked child inherits the parent's watches (and maybe a lock held by the
+        # parent's watcher thread). Draining them at the child's exit would export
+        # the parent's events a second time: the child forgets them and watches only
+        # the databases it opens itself. (The shared WatchLoop does the same.)
+        if not getattr(self, "_patched", False):
+            return
+        self._lock = threading.Lock()
+        self._watches = {}
+        self._handles = {}
+        listener = getattr(self, "listener", None)
+        if listener is not None and hasattr(listener, "_lock"):
+            listener._lock = threading.Lock()
 
     def _uninstrument(self, **kwargs: Any) -> None:
         import rocksdict
