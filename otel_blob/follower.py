@@ -328,7 +328,28 @@ class LogFollower:
             self._retired.append(self._current)
             self._current = None
         present: set[tuple[int, int]] = set()
+        # RocksDB may rename the live file between our listing and our open of the
+        # live name: we would open its successor and never list the renamed file.
+        # Listing again until a pass opens nothing new catches it (as a retired file,
+        # read before the live one).
+        for _pass in range(5):
+            opened = self._scan(now, present)
+            if not opened:
+                break
+        # Forget finished files that are gone: they cannot come back.
+        self._done = [d for d in self._done if (d.dev, d.ino) in present]
+        # Where did the file we last read as the live LOG go? Judged once a new
+        # live file is open (the name may be between two files right now).
+        self._unplaced = previous if self._current is None else None
+        if previous is not None and self._current is not None:
+            self._check_gap(previous, present)
+
+    def _scan(self, now: float, present: set[tuple[int, int]]) -> int:
+        """Open every listed file we do not know yet; returns how many were opened."""
+        opened = 0
         for _order, path in self._listing():
+            if path == self.path and self._current is not None:
+                continue  # renamed again meanwhile: the next poll moves on to it
             known = self._is_known(path)
             if known is None:
                 continue
@@ -339,6 +360,7 @@ class LogFollower:
                         # Listed, never read, deleted before we could open it.
                         self._problem("file_lost", path, "a rolled LOG file was deleted before it could be read")
                     continue
+                opened += 1
                 if path == self.path:
                     self._current = f
                 else:
@@ -349,13 +371,7 @@ class LogFollower:
                 present.add((st.st_dev, st.st_ino))
             except OSError:
                 pass
-        # Forget finished files that are gone: they cannot come back.
-        self._done = [d for d in self._done if (d.dev, d.ino) in present]
-        # Where did the file we last read as the live LOG go? Judged once a new
-        # live file is open (the name may be between two files right now).
-        self._unplaced = previous if self._current is None else None
-        if previous is not None and self._current is not None:
-            self._check_gap(previous, present)
+        return opened
 
     def _check_gap(self, previous: _OpenFile, present: set[tuple[int, int]]) -> None:
         """The file we were reading was renamed *and deleted* before we saw its new
