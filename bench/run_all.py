@@ -1,7 +1,8 @@
 """Run every benchmark; results in bench/results/*.json and bench/results/summary.md.
 
-    .venv/bin/python -m bench.run_all            # full: 100 MB parse corpus, 1 GB memory corpus, 5 rounds
-    .venv/bin/python -m bench.run_all --quick    # smoke run (~1 minute)
+    .venv/bin/python -m bench.run_all            # full: 100 MB parse corpus, 1 GB memory corpus, 5 rounds,
+                                                 #   OTel replay (~2 min), overhead (~1.5 min), detection lag (~2 min)
+    .venv/bin/python -m bench.run_all --quick    # smoke run (~2 minutes)
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from bench import common, memory_scale, parse_throughput
+from bench import common, lag, memory_scale, otel_replay, overhead, parse_throughput
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -19,8 +20,11 @@ def main(argv: list[str] | None = None) -> None:
     q = ["--quick"] if a.quick else []
     parse_throughput.main(["--check", *q])
     memory_scale.main(q)
+    otel_replay.main(q)
+    overhead.main(q)
+    lag.main(q)
     parts = []
-    for name in ("parse_throughput", "memory_scale"):
+    for name in ("parse_throughput", "memory_scale", "otel_replay", "overhead", "lag"):
         with open(os.path.join(common.RESULTS, f"{name}.md")) as f:
             parts.append(f"## {name}\n\n{f.read()}")
     with open(os.path.join(common.RESULTS, "summary.md"), "w") as f:

@@ -128,7 +128,28 @@ class CheckpointFile:
         self.path = os.path.abspath(path)
         check_writable(self.path)
         self._lock_fd = self._lock()
-        self.data = load(self.path)
+        try:
+            self.data = load(self.path)
+        except BaseException:
+            self.close()  # do not leak the lock's descriptor
+            raise
+        self._remove_stale_tmp()
+
+    def _remove_stale_tmp(self) -> None:
+        # Temporary files of writers that died between write and rename (we hold the
+        # lock, so no live writer owns one). The checkpoint itself was never touched.
+        d, base = os.path.split(self.path)
+        prefix = f".{base}.tmp."
+        try:
+            names = os.listdir(d)
+        except OSError:
+            return
+        for name in names:
+            if name.startswith(prefix) and name[len(prefix):].isdigit():
+                try:
+                    os.unlink(os.path.join(d, name))
+                except OSError:
+                    pass
 
     def _lock(self) -> int | None:
         try:

@@ -39,17 +39,15 @@ from .events import (
     WatchInfo,
     parse_line,
 )
+from .follower import check_checkpoint
 from .layout import WatchError, info_log_path, is_rocksdb_dir
-from .listener import EventListener, TeeListener, deliver, tee
+from .listener import EventListener, TeeListener, accepting, deliver, tee
+from .pipeline import Telemetry, UsageError, otlp_configured
 
 __all__ = ["main"]
 
 PROG = "otel-blob"
 _log = logging.getLogger("otel_blob.cli")
-
-
-class UsageError(Exception):
-    """Bad flag, value or path: one line on stderr, exit 2."""
 
 
 class RuntimeFailure(Exception):
@@ -233,179 +231,6 @@ def _resolve_env(args: argparse.Namespace, environ: dict[str, str]) -> None:
             setattr(args, dest, value)
         else:
             setattr(args, dest, default)
-
-
-# ---------------------------------------------------------------------------
-# Telemetry: providers and exporters (the CLI owns its providers)
-# ---------------------------------------------------------------------------
-
-_SIGNALS = ("traces", "logs", "metrics")
-
-
-def _otlp_configured(args: argparse.Namespace, environ: dict[str, str]) -> bool:
-    if getattr(args, "otlp", None):
-        return True
-    return any(environ.get(v) for v in (
-        "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
-        "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT", "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
-    ))
-
-
-def _exporter_kind(signal_name: str, environ: dict[str, str], default: str) -> str:
-    var = f"OTEL_{signal_name.upper()}_EXPORTER"
-    raw = (environ.get(var) or default).strip().lower()
-    kinds = [k.strip() for k in raw.split(",") if k.strip()]
-    for k in kinds:
-        if k not in ("otlp", "console", "none"):
-            raise UsageError(f"bad value {var}={raw!r}: otel-blob supports otlp, console or none")
-    if "otlp" in kinds:
-        return "otlp"
-    return "console" if "console" in kinds else "none"
-
-
-def _protocol(signal_name: str, environ: dict[str, str]) -> str:
-    var = f"OTEL_EXPORTER_OTLP_{signal_name.upper()}_PROTOCOL"
-    raw = environ.get(var) or environ.get("OTEL_EXPORTER_OTLP_PROTOCOL") or "grpc"
-    v = raw.strip().lower()
-    if v not in ("grpc", "http/protobuf"):
-        name = var if environ.get(var) else "OTEL_EXPORTER_OTLP_PROTOCOL"
-        raise UsageError(f"bad value {name}={raw!r}: expected grpc or http/protobuf")
-    return v
-
-
-def _otlp_exporter(signal_name: str, endpoint: str | None, environ: dict[str, str]) -> Any:
-    proto = _protocol(signal_name, environ)
-    kwargs: dict[str, Any] = {}
-    if proto == "grpc":
-        mod = "opentelemetry.exporter.otlp.proto.grpc"
-        if endpoint:
-            kwargs["endpoint"] = endpoint
-    else:
-        mod = "opentelemetry.exporter.otlp.proto.http"
-        if endpoint:
-            kwargs["endpoint"] = endpoint.rstrip("/") + "/v1/" + signal_name
-    if signal_name == "traces":
-        from importlib import import_module
-        cls = import_module(mod + ".trace_exporter").OTLPSpanExporter
-    elif signal_name == "logs":
-        from importlib import import_module
-        cls = import_module(mod + "._log_exporter").OTLPLogExporter
-    else:
-        from importlib import import_module
-        cls = import_module(mod + ".metric_exporter").OTLPMetricExporter
-    return cls(**kwargs)
-
-
-def _resource(environ: dict[str, str]) -> Any:
-    """Resource.create() (OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES), service.name default ``otel-blob``.
-
-    The SDK's random per-process ``service.instance.id`` is left out unless the
-    operator sets one: a re-export (replay, resume) must yield identical records.
-    """
-    from opentelemetry.sdk.resources import SERVICE_NAME, Resource
-
-    res = Resource.create()
-    attrs = dict(res.attributes)
-    name = str(attrs.get(SERVICE_NAME, ""))
-    if not name or name.startswith("unknown_service"):
-        attrs[SERVICE_NAME] = PROG
-    if "service.instance.id" not in environ.get("OTEL_RESOURCE_ATTRIBUTES", ""):
-        attrs.pop("service.instance.id", None)
-    return Resource(attrs, res.schema_url)
-
-
-def _load_telemetry_module() -> Any:
-    try:
-        from . import telemetry  # type: ignore[attr-defined]
-    except ImportError as exc:  # pragma: no cover - during development only
-        _log.debug("otel_blob.telemetry unavailable: %s", exc)
-        return None
-    return telemetry
-
-
-class Telemetry:
-    """The CLI's tracer, logger and meter providers, their exporters and the TelemetryListener.
-
-    ``default_exporter`` is what a signal uses when ``OTEL_<SIGNAL>_EXPORTER`` is
-    not set: ``otlp`` for watch and replay (the OpenTelemetry default), ``none``
-    for the demo without an endpoint. ``replay``: processors sized so that
-    nothing is dropped (the caller flushes every few thousand events).
-    """
-
-    def __init__(self, args: argparse.Namespace, environ: dict[str, str], *, default_exporter: str,
-                 replay: bool = False) -> None:
-        from opentelemetry.sdk._logs import LoggerProvider
-        from opentelemetry.sdk._logs.export import BatchLogRecordProcessor, ConsoleLogRecordExporter
-        from opentelemetry.sdk.metrics import MeterProvider
-        from opentelemetry.sdk.metrics.export import ConsoleMetricExporter, PeriodicExportingMetricReader
-        from opentelemetry.sdk.trace import TracerProvider
-        from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
-
-        mod = _load_telemetry_module()
-        kinds = {s: _exporter_kind(s, environ, default_exporter) for s in _SIGNALS}
-        for s in _SIGNALS:
-            _protocol(s, environ)  # a bad value is an error even when this signal is not exported
-        if getattr(args, "console", False):
-            kinds = {s: "none" for s in _SIGNALS}  # --console prints instead of exporting
-        self.kinds = kinds
-        self.exporting = any(k != "none" for k in kinds.values())
-        endpoint = getattr(args, "otlp", None)
-        # Build every exporter first: a bad protocol value fails before anything starts.
-        exporters: dict[str, Any] = {}
-        for s, k in kinds.items():
-            if k == "otlp":
-                exporters[s] = _otlp_exporter(s, endpoint, environ)
-            elif k == "console":
-                exporters[s] = {"traces": ConsoleSpanExporter, "logs": ConsoleLogRecordExporter,
-                                "metrics": ConsoleMetricExporter}[s]()
-        resource = _resource(environ)
-        queue = 1 << 16 if replay else 1 << 14
-        id_gen = {}
-        if mod is not None and hasattr(mod, "DeterministicIdGenerator"):
-            id_gen = {"id_generator": mod.DeterministicIdGenerator()}
-        self.tracer_provider = TracerProvider(resource=resource, **id_gen)
-        self.logger_provider = LoggerProvider(resource=resource)
-        readers = []
-        if "metrics" in exporters:
-            readers.append(PeriodicExportingMetricReader(exporters["metrics"]))
-        self.meter_provider = MeterProvider(resource=resource, metric_readers=readers)
-        if "traces" in exporters:
-            self.tracer_provider.add_span_processor(
-                BatchSpanProcessor(exporters["traces"], max_queue_size=queue, max_export_batch_size=512))
-        if "logs" in exporters:
-            self.logger_provider.add_log_record_processor(
-                BatchLogRecordProcessor(exporters["logs"], max_queue_size=queue, max_export_batch_size=512))
-        self.listener: EventListener | None = None
-        if mod is not None and self.exporting:
-            self.listener = mod.TelemetryListener(
-                tracer_provider=self.tracer_provider,
-                logger_provider=self.logger_provider,
-                meter_provider=self.meter_provider,
-                severity=getattr(args, "severity", "info") or "info",
-                kinds=getattr(args, "events", "blob") or "blob",
-                file_paths=getattr(args, "file_paths", "full") or "full",
-            )
-        elif self.exporting:
-            _log.warning("otel_blob.telemetry is not available: nothing is exported")
-        self._shut = False
-
-    def flush(self, timeout_millis: int = 30000) -> bool:
-        """Hand every finished span and log record to the exporters; True if they took them all."""
-        ok = self.tracer_provider.force_flush(timeout_millis)
-        ok = self.logger_provider.force_flush(timeout_millis) and ok
-        return bool(ok)
-
-    def shutdown(self) -> None:
-        if self._shut:
-            return
-        self._shut = True
-        self.flush()
-        self.meter_provider.force_flush()
-        for provider in (self.tracer_provider, self.logger_provider, self.meter_provider):
-            try:
-                provider.shutdown()
-            except Exception:  # pragma: no cover - exporter bugs must not change the exit code
-                _log.debug("shutdown of %r failed", provider, exc_info=True)
 
 
 # ---------------------------------------------------------------------------
@@ -673,6 +498,11 @@ class DbSlot:
             start, how = "start", "from the start of its LOG"
         else:
             start, how = "end", "from the end of its LOG"
+        if isinstance(start, dict) and self.ckpt is not None:
+            try:
+                check_checkpoint(start)
+            except ValueError as exc:
+                raise UsageError(f"checkpoint {self.ckpt.path} is corrupt: {exc} (delete it to start afresh)") from None
         sl = _SlotListener(self.listener, sizeless=not self.args.stat_files)
         try:
             w = start_watch(self.db_path, log_path, sl, loop=None, start=start, stat_files=self.args.stat_files,
@@ -681,8 +511,14 @@ class DbSlot:
             self._once("err", f"{self.db_path}: cannot watch: {exc}")
             return False
         if isinstance(start, dict):
-            w.decoder.restore(start.get("decoder"))
-            sl.restore(start.get("open_jobs"), self.db_path)
+            try:
+                w.decoder.restore(start.get("decoder"))
+                sl.restore(start.get("open_jobs"), self.db_path)
+            except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
+                w.stop(final=False)
+                where = self.ckpt.path if self.ckpt is not None else "the checkpoint"
+                raise UsageError(f"checkpoint {where} is corrupt: bad decoder state for {self.db_path} "
+                                 f"({type(exc).__name__}) (delete it to start afresh)") from None
         self.watch = w
         self.slot_listener = sl
         self.waited_since = None
@@ -773,13 +609,15 @@ def cmd_watch(args: argparse.Namespace, environ: dict[str, str]) -> int:
     last_save = 0.0
     code = 0
 
-    def save_checkpoint() -> None:
+    def save_checkpoint(flush_ms: int = 2000) -> None:
         nonlocal last_save
         last_save = time.monotonic()
         if ckpt is None or not any(s.dirty for s in slots):
             return
         # Only what the exporters accepted is recorded as delivered.
-        if not telemetry.flush():
+        # (While the Collector is away this fails and the checkpoint stays where the
+        # last delivered event was: a restart re-reads the rest from the LOG.)
+        if not telemetry.flush(flush_ms):
             _log.warning("exporters did not take every record in time; checkpoint not advanced")
             return
         for s in slots:
@@ -804,7 +642,7 @@ def cmd_watch(args: argparse.Namespace, environ: dict[str, str]) -> int:
             stop.wait(args.poll_interval)
         for s in slots:
             s.stop()
-        save_checkpoint()
+        save_checkpoint(int(telemetry.shutdown_timeout * 1000))
     finally:
         telemetry.shutdown()
         if ckpt is not None:
@@ -934,7 +772,6 @@ class _Progress:
 
 
 REPLAY_BATCH_LINES = 2000  # lines per BatchInfo (what a busy watch poll delivers)
-REPLAY_FLUSH_EVENTS = 5000  # events between two exporter flushes (backpressure: nothing dropped)
 
 
 def cmd_replay(args: argparse.Namespace, environ: dict[str, str]) -> int:
@@ -946,7 +783,7 @@ def cmd_replay(args: argparse.Namespace, environ: dict[str, str]) -> int:
             paths.append(p)
     groups = _group_logs(paths)
     sizes = {p: _check_log_file(p) for _, files in groups for p in files}
-    telemetry = Telemetry(args, environ, default_exporter="otlp", replay=True)
+    telemetry = Telemetry(args, environ, default_exporter="otlp")
     printer, listener = _compose(args, telemetry, several_dbs=len(groups) > 1)
     show = args.progress == "always" or (args.progress == "auto" and sys.stderr.isatty())
     progress = _Progress(sum(sizes.values()), show)
@@ -957,7 +794,6 @@ def cmd_replay(args: argparse.Namespace, environ: dict[str, str]) -> int:
         signal.signal(signum, signal.SIG_DFL)
 
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    since_flush = 0
     total_events = 0
     try:
         for key, files in groups:
@@ -983,17 +819,15 @@ def cmd_replay(args: argparse.Namespace, environ: dict[str, str]) -> int:
                                 events += 1
                         if lines >= REPLAY_BATCH_LINES:
                             deliver(listener, BatchInfo(db_name, lines, events))
-                            since_flush += events
                             total_events += events
                             lines = events = 0
-                            if since_flush >= REPLAY_FLUSH_EVENTS:
-                                telemetry.flush()
-                                since_flush = 0
+                            # Backpressure: read on only when the export queues have room,
+                            # so a replay never drops, however slow the Collector.
+                            accepting(listener, None)
                             if stop.is_set():
                                 break
                 if lines:
                     deliver(listener, BatchInfo(db_name, lines, events))
-                    since_flush += events
                     total_events += events
             deliver(listener, WatchInfo(db_name, key, True))
         progress.update(0, "", force=True)

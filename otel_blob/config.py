@@ -55,6 +55,7 @@ class Settings:
     events: str = "blob"  # blob | all
     poll_interval: float = 0.01
     file_paths: str = "full"  # full | hash | none
+    mode: str = "auto"  # auto | thread | process
 
     _SOURCES = {
         "enabled": (ev.OTEL_PYTHON_ROCKSDICT_ENABLED, _bool),
@@ -62,6 +63,7 @@ class Settings:
         "events": (ev.OTEL_PYTHON_ROCKSDICT_EVENTS, _choice("blob", "all")),
         "poll_interval": (ev.OTEL_PYTHON_ROCKSDICT_POLL_INTERVAL, _interval),
         "file_paths": (ev.OTEL_PYTHON_ROCKSDICT_FILE_PATHS, _choice("full", "hash", "none")),
+        "mode": (ev.OTEL_PYTHON_ROCKSDICT_MODE, _choice("auto", "thread", "process")),
     }
 
     @classmethod

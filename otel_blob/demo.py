@@ -50,7 +50,8 @@ def _quiesce(db: Any, timeout: float = 30.0) -> None:
 
 
 def run_demo(args: argparse.Namespace, environ: dict[str, str]) -> int:
-    from .cli import LinePrinter, RuntimeFailure, Telemetry, UsageError, _otlp_configured, _say
+    from .cli import LinePrinter, RuntimeFailure, _say
+    from .pipeline import Telemetry, UsageError, otlp_configured
 
     try:
         import rocksdict
@@ -60,7 +61,7 @@ def run_demo(args: argparse.Namespace, environ: dict[str, str]) -> int:
 
     if args.rounds < 1 or args.rounds > 100:
         raise UsageError(f"--rounds {args.rounds}: expected 1 to 100")
-    exporting = _otlp_configured(args, environ)
+    exporting = otlp_configured(args, environ)
     telemetry = None
     if exporting:
         telemetry = Telemetry(args, environ, default_exporter="otlp")

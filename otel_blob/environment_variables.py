@@ -19,3 +19,12 @@ OTEL_PYTHON_ROCKSDICT_POLL_INTERVAL = "OTEL_PYTHON_ROCKSDICT_POLL_INTERVAL"
 OTEL_PYTHON_ROCKSDICT_FILE_PATHS = "OTEL_PYTHON_ROCKSDICT_FILE_PATHS"
 """``full`` (default): record file and DB paths; ``hash``: a stable SHA-256 prefix instead;
 ``none``: leave path attributes out (file names and numbers stay)."""
+
+OTEL_PYTHON_ROCKSDICT_MODE = "OTEL_PYTHON_ROCKSDICT_MODE"
+"""Where the LOG is followed and the telemetry made: ``process`` -- in a helper process the
+instrumentation starts (nothing per event in the application; it exports with its own
+providers configured from the same ``OTEL_*`` environment, with the application's
+resource); ``thread`` -- on a thread of the application, through the application's
+providers; ``auto`` (default) -- ``process`` under ``opentelemetry-instrument`` (the SDK
+is configured from the environment) unless providers are passed to ``instrument()``,
+``thread`` otherwise."""

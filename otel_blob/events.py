@@ -23,9 +23,13 @@ from __future__ import annotations
 
 import json
 import re
+from array import array
+from bisect import bisect_left
 from collections import OrderedDict
+from collections.abc import Mapping as _MappingABC
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping
+from itertools import compress
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 __all__ = [
     "BatchInfo",
@@ -241,7 +245,9 @@ _DBPATH_RE = re.compile(rb" SST files in (.+) dir, Total Num")
 _JOBTEXT_RE = re.compile(rb"\] \[(?P<cf>[^\]\r\n]*)\] \[JOB (?P<job>\d+)\] (?P<kind>Flushing|Compacting)")
 # Salvage of a cut JSON object: scalar "key": value pairs in order of appearance.
 _PAIR_RE = re.compile(
-    r'"(?P<k>[A-Za-z0-9_]+)": (?P<v>"(?:[^"\\]|\\.)*"|-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?|true|false|null)'
+    # The string alternative unrolled ("[^"\\]*(?:\\.[^"\\]*)*"): only a character class
+    # repeats, so an unterminated string costs no backtracking memory per character.
+    r'"(?P<k>[A-Za-z0-9_]+)": (?P<v>"[^"\\]*(?:\\.[^"\\]*)*"|-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?|true|false|null)'
 )
 
 
@@ -374,10 +380,16 @@ def _salvage(payload: bytes) -> LogLine:
         pass
     fields: dict[str, Any] = {}
     depth_cut = _top_level_prefix(text)
+    end = len(depth_cut)
     for m in _PAIR_RE.finditer(depth_cut):
         key = m.group("k")
         if key in fields:
             continue
+        if m.end() >= end or depth_cut[m.end()] not in ",} \t\r\n":
+            # A number (or literal) that runs into the cut may itself be cut short:
+            # "file_number": 12 of 1234 would name another file. Strings end in a quote.
+            if not m.group("v").startswith('"'):
+                continue
         try:
             fields[key] = json.loads(m.group("v"))
         except ValueError:
@@ -422,15 +434,31 @@ _REASON_KEY = {"flush": "flush_reason", "compaction": "compaction_reason"}
 _COMMON_KEYS = frozenset({"time_micros", "job", "event", "cf_name"})
 
 
+_INT64_END = 1 << 63
+
+
 def _uint(value: Any) -> int | None:
-    """A non-negative int, or None for anything else (bools are not numbers)."""
-    if type(value) is int and value >= 0:
+    """A non-negative int below 2**63, or None for anything else (bools are not numbers).
+
+    RocksDB's numbers (file numbers, counts, bytes, microseconds) are far below;
+    a bigger one is garbage, and OTLP could not carry it (int64 attributes).
+    """
+    if type(value) is int and 0 <= value < _INT64_END:
         return value
     return None
 
 
 def _str(value: Any) -> str | None:
-    return value if type(value) is str else None
+    """A str that can be encoded as UTF-8 (json.loads lets lone surrogates through:
+    ``"\\ud800"`` or raw ED A0 80 bytes; OTLP could not encode the whole batch)."""
+    if type(value) is not str:
+        return None
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return value.encode("utf-8", "replace").decode("utf-8")
+    return value
 
 
 @dataclass(slots=True)
@@ -441,6 +469,284 @@ class _Job:
     start_micros: int | None = None
 
 
+_I64 = 1 << 63  # sizes and times at or above this (never seen from RocksDB) are kept as None
+_U64 = 1 << 64  # file numbers at or above this (not a RocksDB uint64) are not kept
+_MAX_CF_NAMES = 4096  # distinct column family names kept; beyond, an entry's cf is None
+_COMPACT_MIN = 4096  # dead array entries tolerated before a rebuild
+
+
+class _LiveBlobFiles(_MappingABC):
+    """The blob files alive as far as the decoder knows: number -> (size, cf, created_micros).
+
+    Bounded: at most ``cap`` entries. A creation beyond it evicts the oldest file
+    -- the lowest number: RocksDB numbers files in creation order -- and counts it
+    in :attr:`evicted`; that file's deletion is then reported without size, cf and
+    lifetime, as for a file created before the watch began.
+
+    Compact and fast in two tiers. The newest files (at most ``young``: cap / 8, up
+    to 8,192) are a dict, ~190 bytes an entry: creations and the deletions of
+    recent files -- in the benchmark's blob GC workload every deletion is of one
+    of the last ~2,000 files created -- cost what a dict costs. When it is full
+    its older half moves, lowest numbers first, into parallel arrays sorted by
+    number: ~29 bytes an entry (number, size, time as 8-byte integers, the cf as
+    a 4-byte index into the few distinct names, an alive flag), looked up by
+    bisection. Every array number is below every dict number. Dead array entries
+    only clear their flag until there are more than half as many as live ones;
+    then the arrays are rebuilt.
+    """
+
+    __slots__ = ("cap", "evicted", "_young_max", "_young", "_num", "_size", "_when", "_cf", "_alive",
+                 "_top", "_head", "_live", "_dead", "_cf_names", "_cf_index")
+
+    def __init__(self, cap: int, young: int | None = None) -> None:
+        self.cap = max(0, int(cap))
+        self._young_max = max(1, min(8192, self.cap // 8) if young is None else int(young))
+        self.evicted = 0
+        self._reset()
+
+    def _reset(self) -> None:
+        # number -> (size, cf, created); cf is the one str object per name in _cf_names
+        self._young: dict[int, tuple[int | None, str | None, int | None]] = {}
+        self._num = array("Q")
+        self._size = array("q")  # -1: unknown
+        self._when = array("q")  # -1: unknown
+        self._cf = array("I")  # index into _cf_names; 0: None
+        self._alive = bytearray()
+        self._top = -1  # the arrays' last number (-1: none)
+        self._head = 0  # every array entry before it is dead
+        self._live = 0  # alive array entries
+        self._dead = 0
+        self._cf_names: list[str | None] = [None]
+        self._cf_index: dict[str | None, int] = {None: 0}
+
+    # -- Mapping ------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return self._live + len(self._young)
+
+    def __iter__(self) -> Iterator[int]:
+        for e in self.entries():
+            yield e[0]
+
+    def __contains__(self, number: object) -> bool:
+        return self.get(number) is not None
+
+    def __getitem__(self, number: int) -> tuple[int | None, str | None, int | None]:
+        v = self.get(number)
+        if v is None:
+            raise KeyError(number)
+        return v
+
+    def get(self, number: Any, default: Any = None) -> Any:
+        if type(number) is not int:
+            return default
+        v = self._young.get(number)
+        if v is not None:
+            return v
+        i = self._find(number)
+        return self._entry(i) if i >= 0 else default
+
+    def entries(self) -> Iterator[tuple[int, int | None, str | None, int | None]]:
+        """(number, size, cf, created_micros) of every entry, oldest (lowest number) first."""
+        h = self._head
+        names = self._cf_names
+        for n, s, w, c, a in zip(self._num[h:], self._size[h:], self._when[h:], self._cf[h:], self._alive[h:]):
+            if a:
+                yield n, (None if s < 0 else s), names[c], (None if w < 0 else w)
+        young = self._young
+        for n in sorted(young):
+            yield (n, *young[n])
+
+    # -- updates ------------------------------------------------------------------
+
+    def add(self, number: Any, size: Any, cf: Any, when: Any) -> None:
+        """A file exists (a checkpoint, a directory scan): anything else than a file
+        number (an int in 0..2**64) is ignored, a size or time that is not an int in
+        0..2**63 or a cf that is not a str kept as None."""
+        if type(number) is not int or not 0 <= number < _U64:
+            return
+        self.created(number, size if type(size) is int and 0 <= size < _I64 else None, cf if type(cf) is str else None,
+                     when if type(when) is int and 0 <= when < _I64 else None)
+
+    def created(self, number: int, size: int | None, cf: str | None, when: int | None) -> None:
+        """A file was created (the decoder's hot path: ``number`` an int >= 0, ``cf`` a str
+        or None); a known number is updated in place."""
+        if number <= self._top:  # not newer than the arrays: in order there
+            c = self._cf_index.get(cf)
+            if self._add_old(number, size, self._cf_name(cf) if c is None else c, when) \
+                    and self._live + len(self._young) > self.cap:
+                self._evict()
+            return
+        young = self._young
+        n = len(young)
+        young[number] = (size, cf, when)
+        if (n >= self._young_max or self._live + n >= self.cap) and len(young) > n:  # rarely
+            if n >= self._young_max:
+                self._age()
+            if self._live + len(self._young) > self.cap:
+                self._evict()
+
+    def pop(self, number: int) -> tuple[int | None, str | None, int | None] | None:
+        """Forget a deleted file; what was known of it (None: nothing)."""
+        v = self._young.pop(number, None)
+        if v is not None:
+            return v
+        if type(number) is not int or number > self._top:
+            return None
+        # The arrays; _find and _entry inlined.
+        num = self._num
+        head = self._head
+        if len(num) == head:
+            return None
+        i = bisect_left(num, number, head)
+        if num[i] != number:
+            return None
+        alive = self._alive
+        if not alive[i]:
+            return None
+        alive[i] = 0
+        self._live -= 1
+        dead = self._dead = self._dead + 1
+        s = self._size[i]
+        w = self._when[i]
+        out = (None if s < 0 else s), self._cf_names[self._cf[i]], (None if w < 0 else w)
+        if i == head:
+            self._advance()
+        if dead > _COMPACT_MIN and dead > self._live >> 1:
+            self._compact()
+        return out
+
+    def clear(self) -> None:
+        self._reset()
+
+    # -- internals ------------------------------------------------------------------
+
+    def _cf_name(self, cf: Any) -> int:
+        """The index of a column family name not seen yet (0: not a name, or too many names;
+        the names no entry uses any more are dropped when the arrays are rebuilt)."""
+        if type(cf) is not str or len(self._cf_names) >= _MAX_CF_NAMES:
+            return 0
+        c = self._cf_index[cf] = len(self._cf_names)
+        self._cf_names.append(cf)
+        return c
+
+    def _add_old(self, number: int, size: Any, c: int, when: Any) -> bool:
+        """Into the arrays; False if the number was there alive (updated)."""
+        s = size if type(size) is int and 0 <= size < _I64 else -1
+        w = when if type(when) is int and 0 <= when < _I64 else -1
+        num = self._num
+        if number > self._top:
+            self._top = number
+            num.append(number)
+            self._size.append(s)
+            self._when.append(w)
+            self._cf.append(c)
+            self._alive.append(1)
+        else:
+            i = bisect_left(num, number, self._head)
+            if num[i] == number:
+                self._size[i] = s
+                self._when[i] = w
+                self._cf[i] = c
+                if self._alive[i]:
+                    return False
+                self._alive[i] = 1
+                self._dead -= 1
+            else:
+                num.insert(i, number)
+                self._size.insert(i, s)
+                self._when.insert(i, w)
+                self._cf.insert(i, c)
+                self._alive.insert(i, 1)
+        self._live += 1
+        return True
+
+    def _age(self) -> None:
+        """Move the older half of the newest files into the arrays (lowest numbers first)."""
+        young = self._young
+        order = sorted(young)
+        m = len(order) // 2
+        old = order[:m]
+        if old[-1] >= _U64:  # not a RocksDB file number: not kept
+            self.evicted += len(old)
+            old = [n for n in old if n < _U64]
+            self.evicted -= len(old)
+        rows = [young[n] for n in old]  # all above the arrays' numbers: appended in bulk
+        self._num.extend(old)
+        if old:
+            self._top = old[-1]
+        self._size.extend([r[0] if type(r[0]) is int and 0 <= r[0] < _I64 else -1 for r in rows])
+        self._when.extend([r[2] if type(r[2]) is int and 0 <= r[2] < _I64 else -1 for r in rows])
+        index = self._cf_index
+        cfs = [index.get(r[1]) for r in rows]
+        if None in cfs:  # a name not seen yet
+            cfs = [self._cf_name(r[1]) if c is None else c for c, r in zip(cfs, rows)]
+        self._cf.extend(cfs)
+        self._alive.extend(b"\x01" * len(old))
+        self._live += len(old)
+        self._young = {n: young[n] for n in order[m:]}
+
+    def _find(self, number: int) -> int:
+        num = self._num
+        if number > self._top or len(num) == self._head:
+            return -1
+        i = bisect_left(num, number, self._head)
+        if num[i] == number and self._alive[i]:
+            return i
+        return -1
+
+    def _entry(self, i: int) -> tuple[int | None, str | None, int | None]:
+        s = self._size[i]
+        w = self._when[i]
+        return (None if s < 0 else s), self._cf_names[self._cf[i]], (None if w < 0 else w)
+
+    def _advance(self) -> None:
+        h = self._alive.find(1, self._head)
+        if h >= 0:
+            self._head = h
+        else:  # every array entry dead: start afresh (the dict may hold any numbers again)
+            self._num, self._size, self._when, self._cf = array("Q"), array("q"), array("q"), array("I")
+            self._alive = bytearray()
+            self._top = -1
+            self._head = self._dead = 0
+
+    def _evict(self) -> None:
+        while self._live + len(self._young) > self.cap:
+            if self._live:
+                i = self._head
+                self._alive[i] = 0
+                self._live -= 1
+                self._dead += 1
+                self._advance()
+            else:  # all in the dict (a cap below its size)
+                del self._young[min(self._young)]
+            self.evicted += 1
+        if self._dead > _COMPACT_MIN and self._dead > self._live >> 1:
+            self._compact()
+
+    def _compact(self) -> None:
+        """Drop the dead array entries (and the cf names no entry uses any more)."""
+        alive = self._alive
+        self._num = array("Q", compress(self._num, alive))
+        self._top = self._num[-1] if self._num else -1
+        self._size = array("q", compress(self._size, alive))
+        self._when = array("q", compress(self._when, alive))
+        cf = array("I", compress(self._cf, alive))
+        if len(self._cf_names) > 64:
+            names = self._cf_names
+            used = {0, *cf}
+            used.update(self._cf_index.get(e[1], 0) for e in self._young.values())
+            order = sorted(used)
+            remap = {old: new for new, old in enumerate(order)}
+            cf = array("I", [remap[c] for c in cf])
+            self._cf_names = [names[old] for old in order]
+            self._cf_index = {name: i for i, name in enumerate(self._cf_names)}
+        self._cf = cf
+        self._alive = bytearray(b"\x01") * self._live
+        self._head = 0
+        self._dead = 0
+
+
 class LogDecoder:
     """Turns one DB's parsed LOG lines into Info values. No I/O.
 
@@ -449,9 +755,18 @@ class LogDecoder:
     its creation is decoded (the watcher passes ``os.stat``; tests may pass
     anything). ``blob_only`` restricts output to blob file events (jobs are still
     tracked, for reasons).
+
+    Its memory is bounded whatever the LOG: at most ``max_jobs`` jobs (per session)
+    and ``max_live_blob_files`` live blob files, the oldest forgotten first
+    (counted in :attr:`evicted`).
     """
 
     MAX_JOBS = 4096  # jobs remembered per session (cf/reason lookup); oldest forgotten
+    # Live blob files remembered (size, cf, creation time, for their deletions); the
+    # oldest evicted beyond it. 100,000 is more than any real DB has live (at RocksDB's
+    # default 256 MiB blob files, 25 TB of blobs; at 64 MiB, 6.4 TB) and costs ~4.5 MB
+    # (the newest 8,192 at ~190 bytes each, the rest at ~30: _LiveBlobFiles).
+    MAX_LIVE_BLOB_FILES = 100_000
 
     def __init__(
         self,
@@ -461,18 +776,29 @@ class LogDecoder:
         file_size: Callable[[str], int | None] | None = None,
         blob_only: bool = False,
         known_blob_files: Mapping[int, int | None] | None = None,
+        max_live_blob_files: int | None = None,
+        max_jobs: int | None = None,
     ) -> None:
         self.db_name = db_name
         self.session_id: str | None = None
         self._blob_dir = blob_dir or (lambda _cf: db_name)
         self._file_size = file_size or (lambda _path: None)
         self.blob_only = blob_only
+        if max_jobs is not None:
+            self.MAX_JOBS = max(1, int(max_jobs))
         self._jobs: OrderedDict[int, _Job] = OrderedDict()
-        # Live blob files we know of: number -> [size, cf, created_micros].
-        self.live_blob_files: dict[int, list[Any]] = {
-            n: [size, None, None] for n, size in (known_blob_files or {}).items()
-        }
+        # Live blob files we know of: number -> (size, cf, created_micros), bounded.
+        self.live_blob_files = _LiveBlobFiles(
+            self.MAX_LIVE_BLOB_FILES if max_live_blob_files is None else max_live_blob_files)
+        for n in sorted(k for k in (known_blob_files or {}) if type(k) is int):
+            self.live_blob_files.add(n, known_blob_files[n], None, None)  # type: ignore[index]
         self.wanted = self._wanted_blob_only if blob_only else None
+
+    @property
+    def evicted(self) -> int:
+        """Live blob files forgotten to stay within ``MAX_LIVE_BLOB_FILES`` (their
+        deletions come without size, cf and lifetime)."""
+        return self.live_blob_files.evicted
 
     # The hot path's prefilter: only JSON we will use gets decoded.
     @staticmethod
@@ -574,22 +900,41 @@ class LogDecoder:
         return out
 
     def state(self) -> dict[str, Any]:
-        """What this decoder remembers, JSON-able (a checkpoint keeps it with the LOG offset)."""
+        """What this decoder remembers, JSON-able (a checkpoint keeps it with the LOG offset).
+
+        ``live_blob_files`` is ``[[number, size, cf, created_micros], ...]``, oldest first
+        (the format of every version); ``evicted`` was added with the bound.
+        """
         return {
             "session_id": self.session_id,
             "jobs": [[job_id, j.kind, j.cf, j.reason, j.start_micros] for job_id, j in self._jobs.items()],
-            "live_blob_files": [[n, *v] for n, v in self.live_blob_files.items()],
+            "live_blob_files": [list(e) for e in self.live_blob_files.entries()],
+            "evicted": self.live_blob_files.evicted,
         }
 
     def restore(self, state: Mapping[str, Any] | None) -> None:
-        """Take back what :meth:`state` returned (resuming where a checkpoint left off)."""
+        """Take back what :meth:`state` returned (resuming where a checkpoint left off).
+
+        Also a state written before the bounds (unsorted, uncapped, no ``evicted``):
+        beyond the bounds the oldest jobs and files are dropped, the files counted
+        as evicted.
+        """
         if not state:
             return
         self.session_id = state.get("session_id")
         self._jobs.clear()
-        for job_id, kind, cf, reason, start in state.get("jobs", []):
+        jobs = list(state.get("jobs", []))
+        for job_id, kind, cf, reason, start in jobs[-self.MAX_JOBS:]:
             self._jobs[int(job_id)] = _Job(kind, cf, reason, start)
-        self.live_blob_files = {int(n): [size, cf, created] for n, size, cf, created in state.get("live_blob_files", [])}
+        table = self.live_blob_files
+        table.clear()
+        table.evicted = 0
+        rows = sorted(((int(n), size, cf, created) for n, size, cf, created in state.get("live_blob_files", [])),
+                      key=lambda row: row[0])
+        for n, size, cf, created in rows:
+            table.add(n, size, cf, created)
+        evicted = state.get("evicted", 0)
+        table.evicted += evicted if type(evicted) is int and evicted >= 0 else 0
 
     def _job(self, job_id: int, kind: str) -> _Job:
         job = self._jobs.get(job_id)
@@ -658,7 +1003,7 @@ class LogDecoder:
         status = _str(f.get("status")) or (None if truncated else OK)
         size = self._file_size(path)
         if status == OK or status is None:  # RocksDB >= 10.4 also logs failed creations
-            self.live_blob_files[number] = [size, cf, when]
+            self.live_blob_files.created(number, size, cf, when)
         return BlobFileCreationInfo(
             job_id, self.db_name, cf, path, number, job.kind if job else "unknown",
             _uint(f.get("total_blob_count")), _uint(f.get("total_blob_bytes")),
@@ -673,7 +1018,7 @@ class LogDecoder:
         status = _str(f.get("status")) or OK
         # A failed deletion (e.g. the retry after a reopen of a file already gone)
         # is reported with its status but does not end the file's life.
-        known = self.live_blob_files.pop(number, None) if status == OK else self.live_blob_files.get(number)
+        known = self.live_blob_files.pop(number) if status == OK else self.live_blob_files.get(number)
         size, cf, created = known if known is not None else (None, None, None)
         return BlobFileDeletionInfo(
             job_id, self.db_name, self.blob_path(cf, number), number, status, when,

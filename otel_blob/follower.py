@@ -8,15 +8,23 @@ follower:
 * identifies a file by what it is -- device, inode and its first line (which
   starts with a microsecond timestamp) -- never by its name;
 * keeps every file it follows open, so a renamed or even deleted file is still
-  read to its end; a file renamed away stays open for ``grace`` seconds, since
-  RocksDB's old logger may still flush into it after the new file exists;
+  read to its end. A file renamed away (*retired*: a newer file is the live
+  LOG) is closed once it has been read to its end on two polls without growing
+  for ``settle`` seconds (RocksDB's old logger may still flush a last line into
+  it just after the rename), or after ``grace`` seconds in any case; at most
+  ``max_retired_open`` fully read retired files stay open (the oldest go first),
+  so a LOG rolling hundreds of times a second does not pile up descriptors;
 * hands out only complete lines (a partial last line waits for its newline; at
   ``final`` it is handed out as is);
 * after a rename, reads every file it has not read yet, oldest first, before the
   live one;
 * reports what it cannot do (a missing LOG, an unreadable one, a line over the
   size cap, a file deleted before it could be read) as :attr:`problems` instead
-  of raising: the caller counts and logs them.
+  of raising: the caller counts and logs them. A LOG that disappears while
+  followed is reported as ``log_missing`` only once it has stayed missing for
+  ``missing_grace`` seconds over at least two polls (RocksDB renames ``LOG``
+  before it creates the new one: that instant is not a missing LOG), or at a
+  ``final`` poll; once per episode.
 
 Its position (:meth:`checkpoint`) is a JSON-able dict; a follower built from one
 resumes exactly there, also when the files were renamed meanwhile.
@@ -26,17 +34,15 @@ from __future__ import annotations
 
 import errno
 import os
-import re
 import stat
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["FileIdentity", "LogFollower", "LogProblem"]
+__all__ = ["FileIdentity", "LogFollower", "LogProblem", "check_checkpoint"]
 
 HEAD_BYTES = 128  # how much of the first line identifies a file
 READ_CHUNK = 1 << 20
-_OLD_SUFFIX_RE = re.compile(r"\.old\.(\d+)$")
 
 
 @dataclass(frozen=True)
@@ -81,6 +87,7 @@ class _OpenFile:
     skipping: bool = False  # inside a line longer than the cap: drop to its newline
     retired_at: float | None = None  # monotonic time it was renamed away
     last_growth: float = 0.0
+    eof_polls: int = 0  # consecutive reads that found it at its end, nothing new
 
 
 def _open_regular(path: str) -> int:
@@ -101,6 +108,44 @@ def _open_regular(path: str) -> int:
         raise
 
 
+def _uint_below(value: Any, limit: int) -> bool:
+    return type(value) is int and 0 <= value < limit
+
+
+def check_checkpoint(ckpt: Any) -> None:
+    """Raise ValueError, saying what is wrong, unless ``ckpt`` has the shape
+    :meth:`LogFollower.checkpoint` returns (a hand-edited or corrupt checkpoint
+    must be refused, not half-used)."""
+    if not isinstance(ckpt, dict):
+        raise ValueError(f"a LOG position must be an object, not {type(ckpt).__name__}")
+    wall = ckpt.get("wall_us", 0)
+    if not _uint_below(wall, 1 << 63):
+        raise ValueError(f"wall_us must be a non-negative integer, not {wall!r:.40}")
+    files = ckpt.get("files", [])
+    if not isinstance(files, list):
+        raise ValueError(f"files must be a list, not {type(files).__name__}")
+    for i, entry in enumerate(files):
+        if not isinstance(entry, dict):
+            raise ValueError(f"files[{i}] must be an object, not {type(entry).__name__}")
+        for key, limit in (("dev", 1 << 64), ("ino", 1 << 64), ("offset", 1 << 63)):
+            if not _uint_below(entry.get(key), limit):
+                raise ValueError(f"files[{i}].{key} must be a non-negative integer, not {entry.get(key)!r:.40}")
+        head = entry.get("head", "")
+        if not isinstance(head, str):
+            raise ValueError(f"files[{i}].head must be a string, not {type(head).__name__}")
+        try:
+            head.encode("latin-1")
+        except UnicodeEncodeError:
+            raise ValueError(f"files[{i}].head is not a first line this follower wrote") from None
+
+
+def _lstat(path: str) -> os.stat_result | None:
+    try:
+        return os.stat(path, follow_symlinks=False)
+    except OSError:
+        return None
+
+
 def _describe(exc: OSError) -> str:
     if exc.errno == errno.ELOOP:
         return "is a symbolic link (refused)"
@@ -116,7 +161,8 @@ class LogFollower:
 
     ``start`` is ``"start"`` (the live file from its first byte), ``"end"``
     (from its end: only what is written from now on) or a dict from
-    :meth:`checkpoint`.
+    :meth:`checkpoint` (one of another shape raises ValueError: see
+    :func:`check_checkpoint`).
     """
 
     def __init__(
@@ -127,12 +173,20 @@ class LogFollower:
         max_line: int = 1 << 20,
         grace: float = 5.0,
         max_batch: int = 8 << 20,
+        settle: float = 0.1,
+        max_retired_open: int = 64,
+        missing_grace: float = 0.2,
     ) -> None:
         self.path = os.path.abspath(log_path)
         self.dir, self.base = os.path.split(self.path)
+        self._dir_prefix = os.path.join(self.dir, "")
+        self._old_prefix = self.base + ".old."
         self.max_line = max_line
         self.grace = grace
         self.max_batch = max_batch
+        self.settle = settle
+        self.max_retired_open = max_retired_open
+        self.missing_grace = missing_grace
         self.problems: list[LogProblem] = []
         self.behind = False  # the last poll stopped at max_batch, not at EOF
         self.bytes_read = 0
@@ -142,8 +196,16 @@ class LogFollower:
         self._current: _OpenFile | None = None
         self._retired: list[_OpenFile] = []
         # Files read to the end or older than where we started: never read again.
-        self._done: list[FileIdentity] = []
+        self._done: dict[tuple[int, int], FileIdentity] = {}  # by (dev, ino)
         self._missing_reported = False
+        # The live LOG missing while following: since when (monotonic), in how many polls, why.
+        self._missing_since: float | None = None
+        self._missing_polls = 0
+        self._listing_error: OSError | None = None
+        # (reason, path) of problems opening a file, already reported: once, not at every poll.
+        self._open_errors: set[tuple[str, str]] = set()
+        # path -> (inode hint, (dev, ino)) of listed files we follow or finished.
+        self._names: dict[str, tuple[int, tuple[int, int]]] = {}
         self._unplaced: _OpenFile | None = None  # the last live file, while no new live file is open
         if isinstance(start, dict):
             self._resume(start)
@@ -154,22 +216,28 @@ class LogFollower:
 
     # -- names ------------------------------------------------------------
 
-    def _listing(self) -> list[tuple[int, str]]:
-        """(order, path) of this LOG's files, oldest first; the live name last."""
+    def _listing(self) -> list[tuple[int, str, int]]:
+        """(order, path, inode hint) of this LOG's files, oldest first; the live name last.
+
+        The hint is the directory entry's inode number (no stat): with the path it
+        lets :meth:`_scan` skip the stat of a file it already knows.
+        """
         try:
-            names = os.listdir(self.dir or ".")
+            with os.scandir(self.dir) as it:
+                entries = [(e.name, e.inode()) for e in it]
         except OSError as exc:
-            self._problem("log_missing", self.dir, f"directory {_describe(exc)}")
+            self._listing_error = exc  # reported as log_missing once it lasts (see _note_missing)
             return []
+        self._listing_error = None
         out = []
-        prefix = self.base + ".old."
-        for name in names:
-            if name == self.base:
-                out.append((1 << 64, os.path.join(self.dir, name)))
+        base, prefix, n, into = self.base, self._old_prefix, len(self._old_prefix), self._dir_prefix
+        for name, ino in entries:
+            if name == base:
+                out.append((1 << 64, into + name, ino))
             elif name.startswith(prefix):
-                m = _OLD_SUFFIX_RE.search(name)
-                if m and name == prefix + m.group(1):
-                    out.append((int(m.group(1)), os.path.join(self.dir, name)))
+                suffix = name[n:]
+                if suffix.isascii() and suffix.isdigit():
+                    out.append((int(suffix), into + name, ino))
         out.sort()
         return out
 
@@ -191,14 +259,37 @@ class LogFollower:
     def _problem(self, reason: str, path: str, detail: str = "") -> None:
         self.problems.append(LogProblem(reason, path, detail))
 
+    def _mark_done(self, ident: FileIdentity) -> None:
+        self._done[(ident.dev, ident.ino)] = ident
+
+    def _is_done(self, path: str, st: os.stat_result) -> bool | None:
+        """Is the file at ``path`` (stat ``st``) one we finished? None: cannot tell yet.
+
+        A finished file is closed, so its inode may have been given to a new file:
+        the first lines decide.
+        """
+        ident = self._done.get((st.st_dev, st.st_ino))
+        if ident is None:
+            return False
+        if not ident.head:
+            return False  # nothing to compare: read it rather than risk skipping a new file
+        now = self._identity(path)
+        if now is None or not now.head:
+            return None  # gone, or a new file whose first line is not written yet: decide later
+        return ident.same_file(now)
+
     # -- start ------------------------------------------------------------
 
     def _begin(self, at_end: bool) -> None:
-        for _order, path in self._listing():
+        for _order, path, _hint in self._listing():
             if path != self.path:
                 ident = self._identity(path)
                 if ident is not None:
-                    self._done.append(ident)
+                    self._mark_done(ident)
+        if self._listing_error is not None:
+            self._missing_reported = True
+            self._problem("log_missing", self.dir, f"directory {_describe(self._listing_error)}")
+            return
         opened = self._open(self.path, 0, report_missing=True)
         if opened is None:
             return
@@ -211,10 +302,11 @@ class LogFollower:
         self._current = opened
 
     def _resume(self, ckpt: dict[str, Any]) -> None:
+        check_checkpoint(ckpt)
         saved = [(FileIdentity.from_json(e), int(e["offset"])) for e in ckpt.get("files", [])]
         since = int(ckpt.get("wall_us", 0))
         found: set[int] = set()
-        for order, path in self._listing():
+        for order, path, _hint in self._listing():
             ident = self._identity(path)
             if ident is None:
                 continue
@@ -225,7 +317,7 @@ class LogFollower:
             elif path == self.path or order > since:
                 f = self._open(path, 0)  # written or renamed after the checkpoint
             else:
-                self._done.append(ident)
+                self._mark_done(ident)
                 continue
             if f is None:
                 continue
@@ -247,12 +339,14 @@ class LogFollower:
             if exc.errno == errno.ENOENT:
                 if not self._missing_reported:
                     self._missing_reported = True
+                    self._missing_since = time.monotonic()
                     self._problem("log_missing", path, "does not exist (yet)")
                 return None
             reason = "not_a_file" if exc.errno in (errno.ELOOP, errno.EINVAL) else "log_unreadable"
-            self._problem(reason, path, _describe(exc))
+            if (reason, path) not in self._open_errors:  # once, not at every poll
+                self._open_errors.add((reason, path))
+                self._problem(reason, path, _describe(exc))
             return None
-        self._missing_reported = False
         ident = self._identity(path, fd) or FileIdentity(0, 0)
         return _OpenFile(fd, ident, path, offset, offset, last_growth=time.monotonic())
 
@@ -286,6 +380,7 @@ class LogFollower:
             if final and self._current is not None:
                 self._read(self._current, lines, budget, final=True)
             self._expire(lines, final)
+            self._note_missing(final)
         return lines
 
     def _moved_on(self) -> bool:
@@ -299,32 +394,13 @@ class LogFollower:
             return True
         return (st.st_dev, st.st_ino) != (cur.ident.dev, cur.ident.ino)
 
-    def _is_known(self, path: str) -> bool | None:
-        """Is ``path`` a file we follow or finished? None if it cannot be stat'ed.
-
-        Only a stat per file; the first line is read only to tell a reused
-        inode from the file we knew.
-        """
-        try:
-            st = os.stat(path, follow_symlinks=False)
-        except OSError:
-            return None
-        if not stat.S_ISREG(st.st_mode):
-            return None
-        key = (st.st_dev, st.st_ino)
-        files = [f.ident for f in self._retired] + ([self._current.ident] if self._current else []) + self._done
-        same_inode = [i for i in files if (i.dev, i.ino) == key]
-        if not same_inode:
-            return False
-        ident = self._identity(path)
-        return ident is not None and any(i.same_file(ident) for i in same_inode)
-
     def _switch(self) -> None:
         """The live name moved on: retire the current file, open all newer ones."""
         now = time.monotonic()
         previous = self._current or self._unplaced
         if self._current is not None:
             self._current.retired_at = now
+            self._current.eof_polls = 0
             self._retired.append(self._current)
             self._current = None
         present: set[tuple[int, int]] = set()
@@ -337,40 +413,91 @@ class LogFollower:
             if not opened:
                 break
         # Forget finished files that are gone: they cannot come back.
-        self._done = [d for d in self._done if (d.dev, d.ino) in present]
+        self._done = {k: v for k, v in self._done.items() if k in present}
         # Where did the file we last read as the live LOG go? Judged once a new
         # live file is open (the name may be between two files right now).
         self._unplaced = previous if self._current is None else None
         if previous is not None and self._current is not None:
             self._check_gap(previous, present)
 
+    def _note_missing(self, final: bool) -> None:
+        """Report a live LOG that stays missing -- not the instant between RocksDB's
+        rename of ``LOG`` and its creation of the new one. Once per episode."""
+        if self._current is not None:
+            self._missing_since, self._missing_polls, self._missing_reported = None, 0, False
+            if self._open_errors:  # the live name opened: report its next problem again
+                self._open_errors = {e for e in self._open_errors if e[1] != self.path}
+                if len(self._open_errors) > 4096:
+                    self._open_errors.clear()
+            return
+        if os.path.lexists(self.path):
+            return  # there, but not (yet) followable: reported as what it is
+        now = time.monotonic()
+        if self._missing_since is None:
+            self._missing_since, self._missing_polls = now, 0
+        self._missing_polls += 1
+        lasted = self._missing_polls >= 2 and now - self._missing_since >= self.missing_grace
+        if self._missing_reported or not (lasted or final):
+            return
+        self._missing_reported = True
+        if not os.path.isdir(self.dir):
+            self._problem("log_missing", self.dir, "directory does not exist")
+        else:
+            self._problem("log_missing", self.path, f"does not exist (for {now - self._missing_since:.2f} s)")
+
     def _scan(self, now: float, present: set[tuple[int, int]]) -> int:
         """Open every listed file we do not know yet; returns how many were opened."""
         opened = 0
-        for _order, path in self._listing():
+        open_keys = {(f.ident.dev, f.ident.ino) for f in self._retired if f.fd >= 0}
+        if self._current is not None:
+            open_keys.add((self._current.ident.dev, self._current.ident.ino))
+        names: dict[str, tuple[int, tuple[int, int]]] = {}
+        done_files = self._done
+        for _order, path, hint in self._listing():
             if path == self.path and self._current is not None:
                 continue  # renamed again meanwhile: the next poll moves on to it
-            known = self._is_known(path)
-            if known is None:
+            cached = self._names.get(path) if path != self.path else None
+            if cached is not None and hint and cached[0] == hint and (cached[1] in open_keys or cached[1] in done_files):
+                # A rolled name with the same inode as at the last listing, a file we know:
+                # no stat, no read (RocksDB never gives a rolled name to a second file).
+                present.add(cached[1])
+                names[path] = cached
                 continue
-            if not known:
-                f = self._open(path, 0, report_missing=path == self.path)
-                if f is None:
-                    if path != self.path and not os.path.lexists(path):
-                        # Listed, never read, deleted before we could open it.
-                        self._problem("file_lost", path, "a rolled LOG file was deleted before it could be read")
-                    continue
-                opened += 1
-                if path == self.path:
-                    self._current = f
-                else:
-                    f.retired_at = now
-                    self._retired.append(f)
-            try:
-                st = os.stat(path, follow_symlinks=False)
-                present.add((st.st_dev, st.st_ino))
-            except OSError:
-                pass
+            st = _lstat(path)
+            if st is None or not stat.S_ISREG(st.st_mode):
+                continue
+            key = (st.st_dev, st.st_ino)
+            present.add(key)
+            # A file we hold open: its inode cannot have been reused.
+            if key in open_keys:
+                names[path] = (hint, key)
+                continue
+            done = self._is_done(path, st)
+            if done:
+                names[path] = (hint, key)
+            if done is None or done:
+                continue
+            f = self._open(path, 0, report_missing=False)
+            if f is None:
+                if path != self.path and not os.path.lexists(path):
+                    # Listed, never read, deleted before we could open it.
+                    self._problem("file_lost", path, "a rolled LOG file was deleted before it could be read")
+                continue
+            got = (f.ident.dev, f.ident.ino)
+            present.add(got)
+            if got in open_keys:  # the name moved to a file we already follow
+                os.close(f.fd)
+                continue
+            open_keys.add(got)
+            if got == key:
+                names[path] = (hint, key)
+            opened += 1
+            if path == self.path:
+                self._current = f
+            else:
+                f.retired_at = now
+                self._retired.append(f)
+        self._names = names
         return opened
 
     def _check_gap(self, previous: _OpenFile, present: set[tuple[int, int]]) -> None:
@@ -408,6 +535,7 @@ class LogFollower:
             self._problem("truncated", f.name, f"size {size} < offset {f.pos}")
             f.pos = f.offset = 0
             f.pending, f.skipping = bytearray(), False
+        grew = False
         while f.pos < size and budget[0] > 0:
             try:
                 chunk = os.pread(f.fd, min(READ_CHUNK, size - f.pos), f.pos)
@@ -420,7 +548,12 @@ class LogFollower:
             budget[0] -= len(chunk)
             self.bytes_read += len(chunk)
             f.last_growth = time.monotonic()
+            grew = True
             self._split(f, chunk, lines)
+        if grew or f.pos < size:
+            f.eof_polls = 0
+        else:
+            f.eof_polls += 1
         if final and f.pos >= size and (f.pending or f.skipping):
             # The writer is gone (closed DB, crash): a partial last line is all there is.
             if f.pending:
@@ -452,20 +585,39 @@ class LogFollower:
                 f.pending, f.skipping = bytearray(), True
 
     def _expire(self, lines: list[bytes], final: bool) -> None:
-        """Close renamed-away files that stayed idle for ``grace`` seconds."""
+        """Close renamed-away files that are done.
+
+        A retired file is done when it was read to its end on two reads that found
+        nothing new, no partial line waits in it, and ``settle`` seconds passed since
+        its last byte (RocksDB 9 closes the old logger before it renames the file;
+        the settle time covers a logger that flushes a last line just after); or,
+        whatever it holds, after ``grace`` seconds without growing. Beyond
+        ``max_retired_open`` fully read files, the oldest are closed early.
+        """
         now = time.monotonic()
         keep = []
         for f in self._retired:
             idle = now - max(f.last_growth, f.retired_at or now)
-            if final or idle >= self.grace:
-                # The writer is gone: a partial last line is all there will be.
-                self._read(f, lines, [self.max_batch], final=True)
-                os.close(f.fd)
-                f.fd = -1
-                self._done.append(f.ident)
+            settled = f.eof_polls >= 2 and idle >= self.settle and not f.pending and not f.skipping
+            if final or settled or idle >= self.grace:
+                self._close_retired(f, lines)
             else:
                 keep.append(f)
+        excess = len(keep) - self.max_retired_open
+        if excess > 0:
+            # Oldest first; only files read to their end (nothing lost by closing them).
+            for f in sorted((f for f in keep if f.eof_polls >= 1 and not f.pending and not f.skipping),
+                            key=lambda f: f.retired_at or 0.0)[:excess]:
+                self._close_retired(f, lines)
+            keep = [f for f in keep if f.fd >= 0]
         self._retired = keep
+
+    def _close_retired(self, f: _OpenFile, lines: list[bytes]) -> None:
+        # The writer is gone: a partial last line is all there will be.
+        self._read(f, lines, [self.max_batch], final=True)
+        os.close(f.fd)
+        f.fd = -1
+        self._mark_done(f.ident)
 
     # -- state --------------------------------------------------------------
 

@@ -10,6 +10,12 @@
 * process exit -- an ``atexit`` hook, registered after the SDK's own, drains all
   watches before the SDK providers shut down.
 
+Where the LOG is followed (``mode``, ``OTEL_PYTHON_ROCKSDICT_MODE``): in a helper
+process (:mod:`otel_blob.helper`; nothing per event in the application, the
+default under ``opentelemetry-instrument``) or on a watcher thread of the
+application through its own providers (the default when ``instrument()`` is
+called from code, and the fallback when the helper cannot run).
+
 Nothing here raises into the application: every wrapper guards its own work and
 calls rocksdict exactly as it would be called without us.
 """
@@ -19,6 +25,7 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import sys
 import threading
 from typing import Any, Collection
 
@@ -29,6 +36,7 @@ from opentelemetry.instrumentation.utils import is_instrumentation_enabled, unwr
 from wrapt import wrap_function_wrapper
 
 from .config import Settings
+from .helper import HelperClient
 from .layout import info_log_path
 from .package import _instruments
 from .watcher import Watch, default_loop, start_watch
@@ -57,19 +65,16 @@ class RocksdictInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         if not self.settings.enabled:
             _log.info("otel_blob: rocksdict instrumentation disabled by configuration")
             return
-        from .telemetry import TelemetryListener
-
-        self.listener = TelemetryListener(
-            tracer_provider=kwargs.get("tracer_provider"),
-            logger_provider=kwargs.get("logger_provider"),
-            meter_provider=kwargs.get("meter_provider"),
-            severity=self.settings.severity,
-            kinds=self.settings.events,
-            file_paths=self.settings.file_paths,
-        )
+        self._providers = {k: kwargs.get(k) for k in ("tracer_provider", "logger_provider", "meter_provider")}
+        self.process_mode = self._wants_process()
+        self._listener: Any = None  # the in-process TelemetryListener, made when first needed
+        self._helper: HelperClient | None = None
+        self._helper_failed = False
+        self._spawn_lock = threading.Lock()
         self._tracer = trace.get_tracer(__name__, tracer_provider=kwargs.get("tracer_provider"))
         self._lock = threading.Lock()
-        self._watches: dict[str, Watch] = {}  # LOG path -> its watch
+        self._watches: dict[str, Watch] = {}  # LOG path -> its in-process watch
+        self._remote: set[str] = set()  # LOG paths the helper process follows
         self._handles: dict[int, str] = {}  # id(Rdict) -> LOG path
         cls = rocksdict.Rdict
         self._had_init = "__init__" in cls.__dict__
@@ -82,17 +87,88 @@ class RocksdictInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             RocksdictInstrumentor._fork_hook = True
             os.register_at_fork(after_in_child=self._after_fork_in_child)
 
+    def _wants_process(self) -> bool:
+        mode = self.settings.mode
+        if mode != "auto":
+            return mode == "process"
+        # auto: the helper builds its providers from the environment, which is where
+        # opentelemetry-instrument took the application's from. Providers given in
+        # code are the application's choice: then we use them, in-process.
+        if any(p is not None for p in self._providers.values()):
+            return False
+        return "opentelemetry.instrumentation.auto_instrumentation" in sys.modules
+
+    @property
+    def listener(self) -> Any:
+        """The in-process TelemetryListener (thread mode, or the helper's fallback)."""
+        if self._listener is None:
+            from .telemetry import TelemetryListener
+
+            s = self.settings
+            self._listener = TelemetryListener(
+                severity=s.severity, kinds=s.events, file_paths=s.file_paths, **self._providers)
+        return self._listener
+
+    def _shown_path(self, path: str) -> str | None:
+        from .telemetry import hash_path
+
+        p = os.path.abspath(path)
+        mode = self.settings.file_paths
+        return p if mode == "full" else hash_path(p) if mode == "hash" else None
+
+    def _helper_client(self) -> HelperClient | None:
+        """The helper process, started at the first open (None: watch in-process)."""
+        if not self.process_mode or self._helper_failed:
+            return None
+        with self._spawn_lock:
+            return self._helper or self._spawn_helper()
+
+    def _spawn_helper(self) -> HelperClient | None:
+        if self._helper is None:
+            try:
+                res = getattr(trace.get_tracer_provider(), "resource", None)
+                attrs = dict(res.attributes) if res is not None else {}
+                self._helper = HelperClient(self.settings, attrs, self._on_helper_failure)
+            except Exception:
+                _log.warning("otel_blob: could not start the helper process; watching in-process", exc_info=True)
+                self._helper_failed = True
+                return None
+        return self._helper
+
+    def _on_helper_failure(self, watched: list[tuple[str, str]]) -> None:
+        with self._lock:
+            self._helper_failed = True
+            for db_path, log_path in watched:
+                self._remote.discard(log_path)
+                if log_path in self._handles.values():
+                    self._start_thread_watch(db_path, log_path)
+
+    def _start_thread_watch(self, db_path: str, log_path: str) -> None:
+        w = self._watches.get(log_path)
+        if w is not None and not w.stopped:
+            return  # still following this DB (an Rdict dropped without close()): it moves on to the new LOG
+        self._watches[log_path] = start_watch(
+            db_path, log_path, self.listener, loop=default_loop, start="start",
+            poll_interval=self.settings.poll_interval,
+        )
+
     def _after_fork_in_child(self) -> None:
         # A forked child inherits the parent's watches (and maybe a lock held by the
         # parent's watcher thread). Draining them at the child's exit would export
         # the parent's events a second time: the child forgets them and watches only
-        # the databases it opens itself. (The shared WatchLoop does the same.)
+        # the databases it opens itself. (The shared WatchLoop does the same.) The
+        # parent's helper is the parent's: the child closes its copy of the pipes.
         if not getattr(self, "_patched", False):
             return
         self._lock = threading.Lock()
+        self._spawn_lock = threading.Lock()
         self._watches = {}
+        self._remote = set()
         self._handles = {}
-        listener = getattr(self, "listener", None)
+        if self._helper is not None:
+            self._helper.forget_after_fork()
+            self._helper = None
+        listener = self._listener
         if listener is not None and hasattr(listener, "_lock"):
             listener._lock = threading.Lock()
 
@@ -126,15 +202,15 @@ class RocksdictInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     def _start(self, rdict: Any) -> None:
         db_path = rdict.path()
         log_path = info_log_path(db_path)
+        helper = self._helper_client()
         with self._lock:
             self._handles[id(rdict)] = log_path
-            w = self._watches.get(log_path)
-            if w is not None and not w.stopped:
-                return  # still following this DB (an Rdict dropped without close()): it moves on to the new LOG
-            self._watches[log_path] = start_watch(
-                db_path, log_path, self.listener, loop=default_loop, start="start",
-                poll_interval=self.settings.poll_interval,
-            )
+            if helper is not None and helper.alive:
+                if log_path not in self._remote:
+                    self._remote.add(log_path)
+                    helper.watch(os.path.abspath(db_path), log_path)
+            else:
+                self._start_thread_watch(db_path, log_path)
         # Registered (again) after the SDK's providers registered theirs: atexit
         # runs last-in first-out, so the drain comes before their shutdown.
         atexit.unregister(self.drain_all)
@@ -147,8 +223,13 @@ class RocksdictInstrumentor(BaseInstrumentor):  # type: ignore[misc]
                 log_path = self._handles.pop(id(instance), None)
                 others = log_path in self._handles.values()
                 w = self._watches.pop(log_path, None) if log_path and not others else None
+                remote = log_path in self._remote and not others
+                if remote:
+                    self._remote.discard(log_path)
             if w is not None:
                 w.stop()  # the DB is closed: deliver all it logged, the close included
+            if remote and self._helper is not None:
+                self._helper.close(log_path)  # the helper does the same; waits for its answer
         except Exception:
             _log.exception("otel_blob: draining a closed rocksdict database failed")
         return result
@@ -160,12 +241,15 @@ class RocksdictInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             try:
                 db_path = instance.path()
                 attributes = {"db.system.name": "rocksdb"}
-                shown = self.listener.path_attr(db_path)
+                shown = self._shown_path(db_path)
                 if shown is not None:  # None: paths are not recorded (file_paths=none)
                     attributes["rocksdb.db.path"] = shown
                 span = self._tracer.start_span(span_name, attributes=attributes)
                 ctx = trace.set_span_in_context(span)
-                op = self.listener.manual_operation(db_path, kind, ctx)
+                with self._lock:
+                    remote = self._helper is not None and self._handles.get(id(instance)) in self._remote
+                sink = self._helper if remote else self.listener
+                op = sink.manual_operation(db_path, kind, ctx)
             except Exception:
                 _log.exception("otel_blob: could not trace %s", span_name)
                 return wrapped(*args, **kwargs)
@@ -191,8 +275,15 @@ class RocksdictInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             watches = list(self._watches.values())
             self._watches.clear()
             self._handles.clear()
+            self._remote.clear()
+            helper, self._helper = self._helper, None
         for w in watches:
             try:
                 w.stop()
             except Exception:
                 _log.exception("otel_blob: draining %s failed", w.log_path)
+        if helper is not None:
+            try:
+                helper.shutdown()
+            except Exception:
+                _log.exception("otel_blob: stopping the helper process failed")

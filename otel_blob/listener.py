@@ -26,7 +26,7 @@ from .events import (
     callback_of,
 )
 
-__all__ = ["EventListener", "LoggingListener", "TeeListener", "deliver"]
+__all__ = ["EventListener", "LoggingListener", "TeeListener", "accepting", "deliver"]
 
 _log = logging.getLogger("otel_blob")
 
@@ -51,6 +51,24 @@ class EventListener:
     def on_watch_stopped(self, info: WatchInfo) -> None: ...
     def on_batch_delivered(self, info: BatchInfo) -> None: ...
 
+    def accepting(self, timeout: float | None = 0.0) -> bool:
+        """Backpressure: False asks the watch to leave the LOG unread for now.
+
+        The LOG on disk is the buffer; a listener whose exporter is behind (a slow
+        or absent Collector) says False until it has room, waiting up to
+        ``timeout`` seconds (None: as long as it takes) for it.
+        """
+        return True
+
+
+def accepting(listener: EventListener, timeout: float | None = 0.0) -> bool:
+    """``listener.accepting(timeout)``, never raising (a failing check counts as room)."""
+    try:
+        return bool(listener.accepting(timeout))
+    except Exception:
+        _log.exception("otel_blob: listener %r failed in accepting()", listener)
+        return True
+
 
 def deliver(listener: EventListener, info: Any) -> bool:
     """Call the listener's method for ``info``; never raises. False if it raised."""
@@ -69,6 +87,9 @@ class TeeListener(EventListener):
     def __init__(self, *listeners: EventListener) -> None:
         self.listeners: tuple[EventListener, ...] = tuple(listeners)
         self.errors = 0
+
+    def accepting(self, timeout: float | None = 0.0) -> bool:
+        return all(accepting(listener, timeout) for listener in self.listeners)
 
     def _fan(self, info: Any) -> None:
         for listener in self.listeners:

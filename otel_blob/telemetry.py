@@ -361,7 +361,13 @@ _LAG_BUCKETS = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 
 
 
 def _ns(micros: Any) -> int | None:
-    return micros * 1000 if type(micros) is int else None
+    # OTLP timestamps are uint64 nanoseconds: anything else is no time at all.
+    if type(micros) is int and 0 <= micros < _NS_LIMIT_US:
+        return micros * 1000
+    return None
+
+
+_NS_LIMIT_US = (1 << 64) // 1000
 
 
 def _opt(v: Any) -> str:
@@ -403,6 +409,7 @@ class TelemetryListener(EventListener):
         severity: str = "info",
         kinds: str = "blob",
         file_paths: str = "full",
+        backpressure: Callable[[float | None], bool] | None = None,
     ) -> None:
         severity = (severity or "info").lower()
         kinds = (kinds or "blob").lower()
@@ -413,6 +420,7 @@ class TelemetryListener(EventListener):
             raise ValueError(f"kinds must be 'blob' or 'all', not {kinds!r}")
         if file_paths not in ("full", "hash", "none"):
             raise ValueError(f"file_paths must be 'full', 'hash' or 'none', not {file_paths!r}")
+        self._backpressure = backpressure
         self.severity = severity
         self.kinds = kinds
         self.file_paths = file_paths
@@ -476,6 +484,23 @@ class TelemetryListener(EventListener):
         """A DB or file path as this listener exports it (``rocksdb.db.path``):
         the absolute path, its hash, or None with ``file_paths="none"``."""
         return self._path(os.path.abspath(path))
+
+    def accepting(self, timeout: float | None = 0.0) -> bool:
+        # Backpressure from our own export queues (otel_blob.export); an application's
+        # providers give no such signal, and then the LOG is read as it grows.
+        check = self._backpressure
+        return True if check is None else check(timeout)
+
+    def count_dropped(self, n: int, reason: str, signal_name: str | None = None) -> None:
+        """Count ``n`` telemetry items lost after this listener made them (e.g. a full export queue)."""
+        self.stats.dropped += n
+        attrs = {"reason": reason}
+        if signal_name:
+            attrs["signal"] = signal_name
+        try:
+            self._m_dropped.add(n, attrs)
+        except Exception:
+            pass
 
     def pending_operations(self) -> int:
         with self._lock:

@@ -21,7 +21,7 @@ from typing import Any, Callable
 from .events import BatchInfo, LineSkippedInfo, LogDecoder, WatchInfo, parse_line
 from .follower import LogFollower, LogProblem
 from .layout import WatchError, blob_files, file_size
-from .listener import EventListener, deliver
+from .listener import EventListener, accepting, deliver
 
 __all__ = ["Watch", "WatchLoop", "WatchStats"]
 
@@ -38,6 +38,7 @@ class WatchStats:
         self.blob_files_deleted = 0
         self.listener_errors = 0
         self.polls = 0
+        self.paused = 0  # polls that left the LOG unread because the listener had no room
         self.skipped: Counter[str] = Counter()  # reason -> count
 
     @property
@@ -51,6 +52,7 @@ class WatchStats:
             "blob_files_created": self.blob_files_created,
             "blob_files_deleted": self.blob_files_deleted,
             "listener_errors": self.listener_errors,
+            "paused": self.paused,
             "skipped": dict(self.skipped),
         }
 
@@ -87,11 +89,13 @@ class Watch:
         poll_interval: float = 0.01,
         on_checkpoint: Callable[[dict[str, Any]], None] | None = None,
         stat_files: bool = True,
+        drain_wait: float = 10.0,
     ) -> None:
         self.db_path = os.path.abspath(db_path)
         self.log_path = log_path
         self.listener = listener
         self.poll_interval = poll_interval
+        self.drain_wait = drain_wait
         self.stats = WatchStats()
         self._on_checkpoint = on_checkpoint
         self._warn = _RateLimitedWarning()
@@ -125,9 +129,16 @@ class Watch:
                 return 0
             return self._poll(final)
 
-    def _poll(self, final: bool) -> int:
+    def _poll(self, final: bool, wait: float | None = 0.0) -> int:
         delivered = 0
         while True:
+            if not accepting(self.listener, wait):
+                # Backpressure: the exporter is behind. The LOG keeps the lines; the
+                # next poll reads them. (A drain waits, then reads anyway: drops
+                # past that point are counted by the exporter side.)
+                self.stats.paused += 1
+                if wait == 0.0:
+                    return delivered
             lines = self.follower.poll(final)
             self.stats.polls += 1
             if lines:
@@ -177,8 +188,14 @@ class Watch:
     # -- lifecycle --------------------------------------------------------------
 
     def drain(self) -> int:
-        """Deliver everything the LOG holds now (to its current end); returns how many events."""
-        return self.poll(final=False)
+        """Deliver everything the LOG holds now (to its current end); returns how many events.
+
+        If the listener applies backpressure, waits up to ``drain_wait`` seconds per read for room.
+        """
+        with self._lock:
+            if self._stopped:
+                return 0
+            return self._poll(False, self.drain_wait)
 
     def stop(self, final: bool = True) -> int:
         """Drain the LOG to its end, deliver every remaining event, stop watching.
@@ -190,7 +207,7 @@ class Watch:
             if self._stopped:
                 return 0
             try:
-                n = self._poll(final)
+                n = self._poll(final, self.drain_wait)
             finally:
                 self._stopped = True
                 if self._loop is not None:

@@ -23,6 +23,9 @@ APP = textwrap.dedent(
     from dbutil import blob_options, quiesce, write_round
 
     db = rocksdict.Rdict(sys.argv[1], blob_options())
+    import os
+    kids = open(f"/proc/self/task/{os.getpid()}/children").read().split()
+    print("children:", [open(f"/proc/{k}/cmdline").read().replace(chr(0), " ") for k in kids])
     with trace.get_tracer("app").start_as_current_span("app.maintenance"):
         for _ in range(3):
             write_round(db)
@@ -58,9 +61,11 @@ def run_app(tmp_path, receiver, protocol: str, **env_extra: str) -> subprocess.C
     return proc
 
 
-@pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
-def test_opentelemetry_instrument_exports_blob_telemetry(tmp_path, otlp_receiver, protocol):
-    proc = run_app(tmp_path, otlp_receiver, protocol)
+@pytest.mark.parametrize("protocol,mode", [("grpc", "auto"), ("http/protobuf", "auto"), ("grpc", "thread")])
+def test_opentelemetry_instrument_exports_blob_telemetry(tmp_path, otlp_receiver, protocol, mode):
+    proc = run_app(tmp_path, otlp_receiver, protocol, OTEL_PYTHON_ROCKSDICT_MODE=mode)
+    # auto under opentelemetry-instrument: the LOG is followed by a helper process.
+    assert ("-m otel_blob.helper" in proc.stdout) == (mode == "auto"), proc.stdout
     # The SDK flushed at exit: everything is already here, no waiting needed.
     logs = otlp_receiver.log_records()
     spans = otlp_receiver.spans()

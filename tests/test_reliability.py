@@ -622,26 +622,35 @@ def test_burst_ten_thousand_blob_events_default_queue(request, tmp_path, otlp_re
 SOAK_ENV = "OTEL_BLOB_SOAK_SECONDS"
 
 
+def _soak_selected(request) -> bool:
+    """Soak cases run when asked for: ``-m soak`` (what .ci/run does, with a 20 s budget)
+    or a budget in $OTEL_BLOB_SOAK_SECONDS. The README's plain ``pytest -q`` skips them."""
+    expr = request.config.getoption("markexpr", "") or ""
+    return SOAK_ENV in os.environ or ("soak" in expr and "not soak" not in expr)
+
+
 @pytest.mark.soak
 def test_soak_rotation_reopen_gc(request, tmp_path):
     soak(request, tmp_path, max_log=256 << 10, scenario="soak: writes, GC, LOG rolling (256 KiB), reopens")
 
 
 @pytest.mark.soak
-@pytest.mark.xfail(strict=False, reason="known: a 20 KiB LOG rolling ~600x/s keeps thousands of renamed files "
-                   "open for the 5 s grace, polls slow down, RocksDB deletes files unread (reported) and rarely "
-                   "an event in a surviving file is missed; see docs/reliability.md")
 def test_soak_extreme_rotation_reopen_gc(request, tmp_path):
+    """A 20 KiB LOG rolls on nearly every line (hundreds to a thousand times a second) and
+    RocksDB deletes the oldest rolled files (keep_log_file_num=1000): the follower closes
+    each rolled file once it is read to its end, keeps up, and loses nothing."""
     soak(request, tmp_path, max_log=20 << 10, scenario="soak: writes, GC, LOG rolling (20 KiB), reopens")
 
 
 def soak(request, tmp_path, *, max_log: int, scenario: str) -> None:
-    """For $OTEL_BLOB_SOAK_SECONDS (default 5: the short budget of the default run and
-    .ci/run; set 600+ for a real soak): rounds of writes, flushes, blob GC compactions,
-    a small LOG rolling constantly and a reopen every 10 rounds, one path watch
-    following it all. Exactly once against the file system and the LOG; memory flat."""
+    """For $OTEL_BLOB_SOAK_SECONDS (default 5; .ci/run gives 20; set 600+ for a real soak):
+    rounds of writes, flushes, blob GC compactions, a small LOG rolling constantly and a
+    reopen every 10 rounds, one path watch following it all. Exactly once against the
+    file system and the LOG; memory flat."""
     import time
 
+    if not _soak_selected(request):
+        pytest.skip(f"long-running: selected by -m soak or {SOAK_ENV} (.ci/run runs it for 20 s)")
     budget = float(os.environ.get(SOAK_ENV, "5"))
     path = str(tmp_path / "db")
     os.mkdir(path)
@@ -680,7 +689,14 @@ def soak(request, tmp_path, *, max_log: int, scenario: str) -> None:
                          expected, delivered, reported_lost=w.stats.skipped.get("file_lost", 0), peak_rss_kb=rss.kb, rounds=rounds,
                          reopens=reopens, log_rolls=rolls.rolled, log_files_deleted=rolls.deleted))
     assert_exact(rep)
-    assert log_scan(path) == expected
+    surviving = log_scan(path)
+    if rolls.deleted == 0:
+        assert surviving == expected, "the LOG and the file system disagree"
+    else:
+        # RocksDB deleted rolled LOG files (keep_log_file_num): what is left of the LOG
+        # claims nothing the file system did not see, and all of it was delivered.
+        assert not +(surviving - expected), f"the LOG claims events the file system did not see: {+(surviving - expected)}"
+        assert not +(surviving - delivered), f"events in surviving LOG files not delivered: {+(surviving - delivered)}"
     assert w.stats.skipped_total == 0, w.stats.skipped
     # Memory is flat: the second half of the run grows no more than 32 MiB over the first.
     if len(rss_samples) >= 4:

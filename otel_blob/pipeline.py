@@ -1,0 +1,208 @@
+"""The OpenTelemetry pipeline a process of ours owns: providers, exporters, processors.
+
+The sidecar CLI (``otel-blob watch/replay/demo``) and the instrumentation's helper
+process (:mod:`otel_blob.helper`) do not share an application's providers: they
+build their own from OpenTelemetry's environment variables
+(``OTEL_EXPORTER_OTLP_*``, ``OTEL_{TRACES,LOGS,METRICS}_EXPORTER``,
+``OTEL_SERVICE_NAME``, ``OTEL_RESOURCE_ATTRIBUTES``) with the processors of
+:mod:`otel_blob.export` -- sized queues, retries while the Collector is away,
+counted drops, and backpressure on the LOG reader.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from importlib import import_module
+from typing import Any, Mapping
+
+from .export import DeliveryQueue, ReliableLogRecordProcessor, ReliableSpanProcessor, all_have_room
+from .listener import EventListener
+from .telemetry import DeterministicIdGenerator, TelemetryListener
+
+__all__ = ["Telemetry", "UsageError", "otlp_configured"]
+
+_log = logging.getLogger("otel_blob")
+
+DEFAULT_SERVICE_NAME = "otel-blob"
+QUEUE_SIZE = 32768  # items per signal: a 10,000-event burst read at once fits; ~100 MB at worst
+
+
+class UsageError(Exception):
+    """Bad flag, value or path: one line on stderr, exit 2."""
+
+
+_SIGNALS = ("traces", "logs", "metrics")
+
+
+def otlp_configured(args: Any, environ: Mapping[str, str]) -> bool:
+    if getattr(args, "otlp", None):
+        return True
+    return any(environ.get(v) for v in (
+        "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT", "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
+    ))
+
+
+def _exporter_kind(signal_name: str, environ: Mapping[str, str], default: str) -> str:
+    var = f"OTEL_{signal_name.upper()}_EXPORTER"
+    raw = (environ.get(var) or default).strip().lower()
+    kinds = [k.strip() for k in raw.split(",") if k.strip()]
+    for k in kinds:
+        if k not in ("otlp", "console", "none"):
+            raise UsageError(f"bad value {var}={raw!r}: otel-blob supports otlp, console or none")
+    if "otlp" in kinds:
+        return "otlp"
+    return "console" if "console" in kinds else "none"
+
+
+def _protocol(signal_name: str, environ: Mapping[str, str]) -> str:
+    var = f"OTEL_EXPORTER_OTLP_{signal_name.upper()}_PROTOCOL"
+    raw = environ.get(var) or environ.get("OTEL_EXPORTER_OTLP_PROTOCOL") or "grpc"
+    v = raw.strip().lower()
+    if v not in ("grpc", "http/protobuf"):
+        name = var if environ.get(var) else "OTEL_EXPORTER_OTLP_PROTOCOL"
+        raise UsageError(f"bad value {name}={raw!r}: expected grpc or http/protobuf")
+    return v
+
+
+def _otlp_exporter(signal_name: str, endpoint: str | None, environ: Mapping[str, str]) -> Any:
+    proto = _protocol(signal_name, environ)
+    kwargs: dict[str, Any] = {}
+    if proto == "grpc":
+        mod = "opentelemetry.exporter.otlp.proto.grpc"
+        if endpoint:
+            kwargs["endpoint"] = endpoint
+    else:
+        mod = "opentelemetry.exporter.otlp.proto.http"
+        if endpoint:
+            kwargs["endpoint"] = endpoint.rstrip("/") + "/v1/" + signal_name
+    if signal_name == "traces":
+        cls = import_module(mod + ".trace_exporter").OTLPSpanExporter
+    elif signal_name == "logs":
+        cls = import_module(mod + "._log_exporter").OTLPLogExporter
+    else:
+        cls = import_module(mod + ".metric_exporter").OTLPMetricExporter
+    return cls(**kwargs)
+
+
+def _resource(environ: Mapping[str, str]) -> Any:
+    """Resource.create() (OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES), service.name default ``otel-blob``.
+
+    The SDK's random per-process ``service.instance.id`` is left out unless the
+    operator sets one: a re-export (replay, resume) must yield identical records.
+    """
+    from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+
+    res = Resource.create()
+    attrs = dict(res.attributes)
+    name = str(attrs.get(SERVICE_NAME, ""))
+    if not name or name.startswith("unknown_service"):
+        attrs[SERVICE_NAME] = DEFAULT_SERVICE_NAME
+    if "service.instance.id" not in environ.get("OTEL_RESOURCE_ATTRIBUTES", ""):
+        attrs.pop("service.instance.id", None)
+    return Resource(attrs, res.schema_url)
+
+
+class Telemetry:
+    """Tracer, logger and meter providers, their exporters and the TelemetryListener.
+
+    ``default_exporter`` is what a signal uses when ``OTEL_<SIGNAL>_EXPORTER`` is
+    not set: ``otlp`` for watch and replay (the OpenTelemetry default), ``none``
+    for the demo without an endpoint. ``resource_attributes`` replace the
+    resource from the environment (the helper process exports as its application).
+    ``accepting(timeout)`` is the backpressure the event source honours.
+    """
+
+    def __init__(self, args: Any, environ: Mapping[str, str], *, default_exporter: str,
+                 resource_attributes: Mapping[str, Any] | None = None, queue_size: int = QUEUE_SIZE,
+                 shutdown_timeout: float = 30.0) -> None:
+        from opentelemetry.sdk._logs import LoggerProvider
+        from opentelemetry.sdk._logs.export import ConsoleLogRecordExporter
+        from opentelemetry.sdk.metrics import MeterProvider
+        from opentelemetry.sdk.metrics.export import ConsoleMetricExporter, PeriodicExportingMetricReader
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.resources import Resource
+        from opentelemetry.sdk.trace.export import ConsoleSpanExporter
+
+        kinds = {s: _exporter_kind(s, environ, default_exporter) for s in _SIGNALS}
+        for s in _SIGNALS:
+            _protocol(s, environ)  # a bad value is an error even when this signal is not exported
+        if getattr(args, "console", False):
+            kinds = {s: "none" for s in _SIGNALS}  # --console prints instead of exporting
+        self.kinds = kinds
+        self.exporting = any(k != "none" for k in kinds.values())
+        endpoint = getattr(args, "otlp", None)
+        # Build every exporter first: a bad protocol value fails before anything starts.
+        exporters: dict[str, Any] = {}
+        for s, k in kinds.items():
+            if k == "otlp":
+                exporters[s] = _otlp_exporter(s, endpoint, environ)
+            elif k == "console":
+                exporters[s] = {"traces": ConsoleSpanExporter, "logs": ConsoleLogRecordExporter,
+                                "metrics": ConsoleMetricExporter}[s]()
+        resource = _resource(environ) if resource_attributes is None else Resource(dict(resource_attributes))
+        self.shutdown_timeout = shutdown_timeout
+        self.tracer_provider = TracerProvider(resource=resource, id_generator=DeterministicIdGenerator())
+        self.logger_provider = LoggerProvider(resource=resource)
+        readers = []
+        if "metrics" in exporters:
+            readers.append(PeriodicExportingMetricReader(exporters["metrics"]))
+        self.meter_provider = MeterProvider(resource=resource, metric_readers=readers)
+        # Our processors, not the SDK's batch ones: sized queues, retries while the
+        # Collector is away, counted drops, and backpressure on the LOG reader.
+        self.queues: list[DeliveryQueue] = []
+        sizes = dict(max_queue_size=queue_size, on_drop=self._on_drop)
+        if "traces" in exporters:
+            sp = ReliableSpanProcessor(exporters["traces"], **sizes)
+            self.tracer_provider.add_span_processor(sp)
+            self.queues.append(sp.queue)
+        if "logs" in exporters:
+            lp = ReliableLogRecordProcessor(exporters["logs"], **sizes)
+            self.logger_provider.add_log_record_processor(lp)
+            self.queues.append(lp.queue)
+        self.listener: EventListener | None = None
+        if self.exporting:
+            self.listener = TelemetryListener(
+                tracer_provider=self.tracer_provider,
+                logger_provider=self.logger_provider,
+                meter_provider=self.meter_provider,
+                severity=getattr(args, "severity", "info") or "info",
+                kinds=getattr(args, "events", "blob") or "blob",
+                file_paths=getattr(args, "file_paths", "full") or "full",
+                backpressure=self.accepting,
+            )
+        self._shut = False
+
+    def _on_drop(self, signal_name: str, reason: str, n: int) -> None:
+        if self.listener is not None:
+            self.listener.count_dropped(n, f"export_{reason}", signal_name)
+
+    def accepting(self, timeout: float | None = 0.0) -> bool:
+        """True when every export queue has room (waits up to ``timeout``; None: forever)."""
+        return all_have_room(self.queues, timeout)
+
+    def dropped(self) -> int:
+        return sum(sum(q.dropped.values()) for q in self.queues)
+
+    def flush(self, timeout_millis: int = 30000) -> bool:
+        """Hand every finished span and log record to the exporters; True if they took them all."""
+        ok = self.tracer_provider.force_flush(timeout_millis)
+        ok = self.logger_provider.force_flush(timeout_millis) and ok
+        return bool(ok)
+
+    def shutdown(self) -> None:
+        """Flush (retrying up to ``shutdown_timeout`` s while the Collector is away), then stop."""
+        if self._shut:
+            return
+        self._shut = True
+        end = time.monotonic() + self.shutdown_timeout
+        self.flush(int(self.shutdown_timeout * 1000))
+        self.meter_provider.force_flush()
+        for q in self.queues:
+            q.shutdown(int(max(0.0, end - time.monotonic()) * 1000))
+        for provider in (self.tracer_provider, self.logger_provider, self.meter_provider):
+            try:
+                provider.shutdown()
+            except Exception:  # pragma: no cover - exporter bugs must not change the exit code
+                _log.debug("shutdown of %r failed", provider, exc_info=True)
