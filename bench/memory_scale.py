@@ -95,7 +95,7 @@ def replay(dbdir: str, size: int) -> dict[str, dict]:
 # The watcher of the live run: its own process, so its RSS is its own. Reports
 # its progress (lines read) on stdout; told on stdin how many lines were written.
 _LIVE_CHILD = r"""
-import json, os, resource, sys, threading, time
+import json, sys, threading, time
 def rss(key="VmRSS:"):
     with open("/proc/self/status") as f:
         for line in f:
