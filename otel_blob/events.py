@@ -666,11 +666,7 @@ class _LiveBlobFiles(_MappingABC):
         young = self._young
         order = sorted(young)
         m = len(order) // 2
-        old = order[:m]
-        if old[-1] >= _U64:  # not a RocksDB file number: not kept
-            self.evicted += len(old)
-            old = [n for n in old if n < _U64]
-            self.evicted -= len(old)
+        old = order[:m]  # (add() and the decoder keep only RocksDB file numbers: all fit the "Q" array)
         rows = [young[n] for n in old]  # all above the arrays' numbers: appended in bulk
         self._num.extend(old)
         if old:

@@ -39,6 +39,7 @@ from .config import Settings
 from .helper import HelperClient
 from .layout import info_log_path
 from .package import _instruments
+from .telemetry import TelemetryListener, shown_path
 from .watcher import Watch, default_loop, start_watch
 
 _log = logging.getLogger("otel_blob")
@@ -102,19 +103,10 @@ class RocksdictInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     def listener(self) -> Any:
         """The in-process TelemetryListener (thread mode, or the helper's fallback)."""
         if self._listener is None:
-            from .telemetry import TelemetryListener
-
             s = self.settings
             self._listener = TelemetryListener(
                 severity=s.severity, kinds=s.events, file_paths=s.file_paths, **self._providers)
         return self._listener
-
-    def _shown_path(self, path: str) -> str | None:
-        from .telemetry import hash_path
-
-        p = os.path.abspath(path)
-        mode = self.settings.file_paths
-        return p if mode == "full" else hash_path(p) if mode == "hash" else None
 
     def _helper_client(self) -> HelperClient | None:
         """The helper process, started at the first open (None: watch in-process)."""
@@ -241,7 +233,7 @@ class RocksdictInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             try:
                 db_path = instance.path()
                 attributes = {"db.system.name": "rocksdb"}
-                shown = self._shown_path(db_path)
+                shown = shown_path(os.path.abspath(db_path), self.settings.file_paths)
                 if shown is not None:  # None: paths are not recorded (file_paths=none)
                     attributes["rocksdb.db.path"] = shown
                 span = self._tracer.start_span(span_name, attributes=attributes)

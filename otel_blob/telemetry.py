@@ -65,6 +65,7 @@ __all__ = [
     "TelemetryStats",
     "hash_path",
     "seeded_ids",
+    "shown_path",
 ]
 
 _log = logging.getLogger("otel_blob")
@@ -145,6 +146,13 @@ def _random_nonzero(bits: int) -> int:
 def hash_path(path: str) -> str:
     """The stable stand-in for a path in ``file_paths="hash"``: SHA-256 hex, 16 chars."""
     return hashlib.sha256(path.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+
+
+def shown_path(path: str | None, file_paths: str) -> str | None:
+    """A path as exported under ``file_paths``: as is (``full``), its hash, or None (``none``)."""
+    if path is None or file_paths == "full":
+        return path
+    return hash_path(path) if file_paths == "hash" else None
 
 
 _ABS_PATH_RE = re.compile(r"/[^\s:,;'\"]+")
@@ -527,16 +535,12 @@ class TelemetryListener(EventListener):
                 if db is None:
                     if not isinstance(name, str):
                         raise TypeError(f"db_name must be a str, not {type(name).__name__}")
-                    display = name if self.file_paths == "full" else hash_path(name) if self.file_paths == "hash" else None
+                    display = shown_path(name, self.file_paths)
                     db = self._dbs[name] = _Db(name, display)
         return db
 
     def _path(self, path: str | None) -> str | None:
-        if path is None or self.file_paths == "full":
-            return path
-        if self.file_paths == "hash":
-            return hash_path(path)
-        return None
+        return shown_path(path, self.file_paths)
 
     def _status(self, status: str, db: _Db, path: str | None) -> str:
         """RocksDB's status text, without paths unless file_paths="full"."""

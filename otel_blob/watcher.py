@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections import Counter
 from typing import Any, Callable
 
@@ -129,15 +130,17 @@ class Watch:
                 return 0
             return self._poll(final)
 
-    def _poll(self, final: bool, wait: float | None = 0.0) -> int:
+    def _poll(self, final: bool, wait: float = 0.0) -> int:
+        """One round of reading; ``wait``: how long in all a drain may wait for the listener's room."""
         delivered = 0
+        deadline = time.monotonic() + wait
         while True:
-            if not accepting(self.listener, wait):
+            if not accepting(self.listener, max(0.0, deadline - time.monotonic()) if wait else 0.0):
                 # Backpressure: the exporter is behind. The LOG keeps the lines; the
                 # next poll reads them. (A drain waits, then reads anyway: drops
                 # past that point are counted by the exporter side.)
                 self.stats.paused += 1
-                if wait == 0.0:
+                if not wait:
                     return delivered
             lines = self.follower.poll(final)
             self.stats.polls += 1
@@ -190,7 +193,7 @@ class Watch:
     def drain(self) -> int:
         """Deliver everything the LOG holds now (to its current end); returns how many events.
 
-        If the listener applies backpressure, waits up to ``drain_wait`` seconds per read for room.
+        If the listener applies backpressure, waits up to ``drain_wait`` seconds in all for room.
         """
         with self._lock:
             if self._stopped:
