@@ -80,7 +80,10 @@ def _otlp_exporter(signal_name: str, endpoint: str | None, environ: Mapping[str,
     if signal_name == "traces":
         cls = import_module(mod + ".trace_exporter").OTLPSpanExporter
     elif signal_name == "logs":
-        cls = import_module(mod + "._log_exporter").OTLPLogExporter
+        if proto == "grpc":  # the same bytes, encoded ~3x cheaper (otel_blob.otlp_encode)
+            from .otlp_encode import FastOTLPLogExporter as cls
+        else:
+            cls = import_module(mod + "._log_exporter").OTLPLogExporter
     else:
         cls = import_module(mod + ".metric_exporter").OTLPMetricExporter
     return cls(**kwargs)
@@ -198,6 +201,8 @@ class Telemetry:
         self._shut = True
         end = time.monotonic() + self.shutdown_timeout
         self.flush(int(self.shutdown_timeout * 1000))
+        if self.listener is not None:
+            self.listener.flush_metrics()  # counter sums of a batch cut short (a failure mid-file)
         self.meter_provider.force_flush()
         for q in self.queues:
             q.shutdown(int(max(0.0, end - time.monotonic()) * 1000))

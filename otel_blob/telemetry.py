@@ -23,6 +23,13 @@ Threading: callbacks of one watch are serialized by the watcher; the state of a
 DB is only touched from the callbacks of that DB's watch. :meth:`manual_operation`
 may be called from any application thread (its registry has its own lock). No
 lock of ours is held while the SDK exports.
+
+Metric cost: counters and up-down counters are summed per (instrument, attribute
+set) in plain dicts while a batch is delivered and handed to the SDK with one
+``add()`` each when the batch ends (``on_batch_delivered``), when a watch starts
+or stops, or on :meth:`TelemetryListener.flush_metrics`; histograms still record
+every value. What a collection exports after a batch is what one ``add()`` per
+event gives; a collection in the middle of a batch sees that batch later.
 """
 
 from __future__ import annotations
@@ -336,7 +343,7 @@ class _Job:
 class _Db:
     """What the listener knows of one DB (touched only by that DB's watch)."""
 
-    __slots__ = ("name", "display", "session", "open", "to_end", "live", "last_ns", "metric_attrs", "db_attrs")
+    __slots__ = ("name", "display", "session", "open", "to_end", "live", "last_ns", "metric_attrs", "db_attrs", "pending")
 
     def __init__(self, name: str, display: str | None) -> None:
         self.name = name
@@ -349,6 +356,9 @@ class _Db:
         self.last_ns: int | None = None  # latest RocksDB event time seen
         self.metric_attrs: dict[tuple[Any, ...], dict[str, Any]] = {}
         self.db_attrs: dict[str, Any] = {} if display is None else {"rocksdb.db.path": display}
+        # Counter / up-down counter sums not yet handed to the SDK (see _acc): id(attrs) ->
+        # [attrs, created, created.bytes, deleted, deleted.bytes, live, live.bytes].
+        self.pending: dict[int, list[Any]] = {}
 
 
 _NO_SPAN = trace.set_span_in_context(trace.INVALID_SPAN, Context())
@@ -380,6 +390,10 @@ _NS_LIMIT_US = (1 << 64) // 1000
 
 def _opt(v: Any) -> str:
     return "?" if v is None else str(v)
+
+
+# Slots of a pending-sum row (_Db.pending): index 0 is the attribute dict.
+_CREATED, _CREATED_BYTES, _DELETED, _DELETED_BYTES, _LIVE, _LIVE_BYTES = range(1, 7)
 
 
 def _guarded(method: Callable[..., None]) -> Callable[..., None]:
@@ -460,6 +474,9 @@ class TelemetryListener(EventListener):
             "otel_blob.export.lag", "s", "Observed time minus RocksDB event time",
             explicit_bucket_boundaries_advisory=_LAG_BUCKETS,
         )
+        # Instrument of each pending-sum slot (index 0: the attributes).
+        self._summed = (None, self._m_created, self._m_created_bytes, self._m_deleted, self._m_deleted_bytes,
+                        self._m_live, self._m_live_bytes)
         self.stats = TelemetryStats()
         self._dbs: dict[str, _Db] = {}
         self._ended: OrderedDict[tuple[Any, ...], SpanContext] = OrderedDict()
@@ -514,6 +531,20 @@ class TelemetryListener(EventListener):
         with self._lock:
             return len(self._ops)
 
+    def flush_metrics(self) -> None:
+        """Hand the counter and up-down counter sums of the events delivered so far to the SDK.
+
+        Callbacks add to per-DB sums (one ``add()`` per instrument and attribute set
+        instead of one per event); the listener flushes them itself after every batch
+        (``on_batch_delivered``) and when a watch starts or stops. Call this before
+        collecting metrics (``MeterProvider.force_flush()`` / ``shutdown()``) when events
+        may have been delivered since. Any thread; never raises.
+        """
+        with self._lock:
+            dbs = list(self._dbs.values())
+        for db in dbs:
+            self._flush_db(db)
+
     # -- internals ------------------------------------------------------------------
 
     def _failed(self, where: str) -> None:
@@ -564,6 +595,40 @@ class TelemetryListener(EventListener):
                 attrs["rocksdb.blob_file.reason"] = reason
             db.metric_attrs[key] = attrs
         return attrs
+
+    def _acc(self, db: _Db, attrs: dict[str, Any], *slot_values: Any) -> None:
+        """Add to the pending sums of ``attrs`` (slot, value, slot, value, ...): applied by _flush_db.
+
+        Keyed by the identity of the cached attribute dict (the row keeps it alive);
+        a slot stays None until touched, so a batch whose +1 and -1 cancel still
+        adds 0 (the data point exists as it would with one add per event).
+        """
+        key = id(attrs)
+        with self._lock:  # flush_metrics() may run on another thread
+            row = db.pending.get(key)
+            if row is None:
+                row = db.pending[key] = [attrs, None, None, None, None, None, None]
+            for i in range(0, len(slot_values), 2):
+                slot = slot_values[i]
+                old = row[slot]
+                row[slot] = slot_values[i + 1] if old is None else old + slot_values[i + 1]
+
+    def _flush_db(self, db: _Db) -> None:
+        """One add() per pending (instrument, attributes) sum of ``db``; never raises."""
+        if not db.pending:
+            return
+        with self._lock:
+            pending, db.pending = db.pending, {}
+        summed = self._summed
+        for row in pending.values():
+            attrs = row[0]
+            for slot in range(1, 7):
+                total = row[slot]
+                if total is not None:
+                    try:
+                        summed[slot].add(total, attrs)
+                    except Exception:
+                        self._failed("flush_metrics")
 
     def _lag(self, db: _Db, event_ns: int | None, observed_ns: int) -> None:
         if event_ns is not None:
@@ -833,23 +898,27 @@ class TelemetryListener(EventListener):
         self._emit(EVENT_CREATED, ctx, event_ns, observed, failed, body, a)
         if failed:
             return
+        # Counters: summed per batch (_acc, flushed by on_batch_delivered); histograms: every value.
         mattrs = self._metric_attrs(db, cf, info.reason)
-        self._m_created.add(1, mattrs)
-        if type(size) is int:
-            self._m_created_bytes.add(size, mattrs)
+        sized = type(size) is int
+        if sized:
+            self._acc(db, mattrs, _CREATED, 1, _CREATED_BYTES, size)
             self._m_size.record(size, mattrs)
+        else:
+            self._acc(db, mattrs, _CREATED, 1)
         number = info.file_number
         live = db.live.get(number)
-        lattrs = self._metric_attrs(db, cf, None)
         if live is None:
+            lattrs = self._metric_attrs(db, cf, None)
             db.live[number] = [size, lattrs, event_ns]
-            self._m_live.add(1, lattrs)
-            if type(size) is int:
-                self._m_live_bytes.add(size, lattrs)
+            if sized:
+                self._acc(db, lattrs, _LIVE, 1, _LIVE_BYTES, size)
+            else:
+                self._acc(db, lattrs, _LIVE, 1)
         else:
-            if live[0] is None and type(size) is int:
+            if live[0] is None and sized:
                 live[0] = size
-                self._m_live_bytes.add(size, live[1])
+                self._acc(db, live[1], _LIVE_BYTES, size)
             if live[2] is None:
                 live[2] = event_ns
 
@@ -892,16 +961,18 @@ class TelemetryListener(EventListener):
         if failed:
             return
         mattrs = self._metric_attrs(db, cf, None)
-        self._m_deleted.add(1, mattrs)
         if type(size) is int:
-            self._m_deleted_bytes.add(size, mattrs)
+            self._acc(db, mattrs, _DELETED, 1, _DELETED_BYTES, size)
+        else:
+            self._acc(db, mattrs, _DELETED, 1)
         if lifetime is not None:
             self._m_lifetime.record(lifetime, mattrs)
         if live is not None:
             del db.live[number]
-            self._m_live.add(-1, live[1])
             if type(live[0]) is int:
-                self._m_live_bytes.add(-live[0], live[1])
+                self._acc(db, live[1], _LIVE, -1, _LIVE_BYTES, -live[0])
+            else:
+                self._acc(db, live[1], _LIVE, -1)
 
     # -- table files (kinds="all": span events only) ---------------------------------------
 
@@ -938,32 +1009,43 @@ class TelemetryListener(EventListener):
     def on_batch_delivered(self, info: BatchInfo) -> None:
         db = self._dbs.get(info.db_name)
         if db is not None:
-            self._settle(db)
+            try:
+                self._settle(db)
+            finally:
+                self._flush_db(db)
 
     @_guarded
     def on_watch_started(self, info: WatchInfo) -> None:
         db = self._db(info.db_name)
-        existing = info.existing_blob_files or {}
-        lattrs = self._metric_attrs(db, None, None)
-        # Reconcile with what the directory holds (a listener reused across watches).
-        for number in [n for n in db.live if n not in existing]:
-            size, attrs, _ = db.live.pop(number)
-            self._m_live.add(-1, attrs)
-            if type(size) is int:
-                self._m_live_bytes.add(-size, attrs)
-        for number, size in existing.items():
-            if number in db.live:
-                continue
-            db.live[number] = [size, lattrs, None]
-            self._m_live.add(1, lattrs)
-            if type(size) is int:
-                self._m_live_bytes.add(size, lattrs)
+        try:
+            existing = info.existing_blob_files or {}
+            lattrs = self._metric_attrs(db, None, None)
+            # Reconcile with what the directory holds (a listener reused across watches).
+            for number in [n for n in db.live if n not in existing]:
+                size, attrs, _ = db.live.pop(number)
+                if type(size) is int:
+                    self._acc(db, attrs, _LIVE, -1, _LIVE_BYTES, -size)
+                else:
+                    self._acc(db, attrs, _LIVE, -1)
+            for number, size in existing.items():
+                if number in db.live:
+                    continue
+                db.live[number] = [size, lattrs, None]
+                if type(size) is int:
+                    self._acc(db, lattrs, _LIVE, 1, _LIVE_BYTES, size)
+                else:
+                    self._acc(db, lattrs, _LIVE, 1)
+        finally:
+            self._flush_db(db)
 
     @_guarded
     def on_watch_stopped(self, info: WatchInfo) -> None:
         db = self._dbs.get(info.db_name)
         if db is not None:
-            self._abandon(db, all_sessions=True)
+            try:
+                self._abandon(db, all_sessions=True)
+            finally:
+                self._flush_db(db)
 
     @_guarded
     def on_line_skipped(self, info: LineSkippedInfo) -> None:

@@ -172,7 +172,7 @@ def test_created_record_carries_the_contract(otel):
 def test_debug_severity_and_failed_deletion_is_warn(otel):
     L = otel.listener(severity="debug")
     err = f"IO error: No such file or directory: while unlink() file: {DB}/000009.blob: No such file or directory"
-    feed(L, created(0, 9, T0), deleted(0, 9, T0 + 5, status=err))
+    feed(L, created(0, 9, T0), deleted(0, 9, T0 + 5, status=err), batch())
     ok, bad = otel.records()
     assert ok.severity_number == SeverityNumber.DEBUG and ok.severity_text == "DEBUG"
     assert "error.type" not in ok.attributes
@@ -316,7 +316,8 @@ def test_metrics_follow_the_events(otel):
          deleted(0, 1, T0 + 10, size=100),
          deleted(0, 4, T0 + 20, size=400, created_micros=T0),
          deleted(0, 2, T0 + 30, status="IO error: gone"),  # failed: still live
-         deleted(0, 99, T0 + 40, size=None))  # never seen: counted deleted, live unchanged
+         deleted(0, 99, T0 + 40, size=None),  # never seen: counted deleted, live unchanged
+         batch())  # counters reach the SDK once per batch
     assert otel.total("rocksdb.blob_file.created") == 3
     assert otel.total("rocksdb.blob_file.created.bytes") == 600
     assert otel.total("rocksdb.blob_file.deleted") == 3
@@ -339,6 +340,108 @@ def test_metrics_follow_the_events(otel):
     feed(L, WatchInfo(DB, DB + "/LOG", existing_blob_files={2: 200, 3: None, 5: None, 6: 60}))
     assert otel.total("rocksdb.blob_file.live") == 4
     assert otel.total("rocksdb.blob_file.live.bytes") == 260
+
+
+def _points(o: Otel) -> dict[tuple[str, frozenset], Any]:
+    """Every data point by (metric, attributes): sums, or histogram count/sum/min/max/buckets (lag: count)."""
+    out: dict[tuple[str, frozenset], Any] = {}
+    for name, points in o.metrics().items():
+        for attrs, dp in points:
+            if hasattr(dp, "bucket_counts"):
+                out[name, frozenset(attrs.items())] = (
+                    dp.count if name == "otel_blob.export.lag" else (dp.count, dp.sum, dp.min, dp.max, tuple(dp.bucket_counts)))
+            else:
+                out[name, frozenset(attrs.items())] = dp.value
+    return out
+
+
+OTHER = "/data/db2"
+THIRD = "/data/db3"
+
+
+def _mixed_batches() -> list[list[Any]]:
+    """Two DBs, several reasons, files made and removed within one batch, failures, unknown sizes."""
+    def c(n: int, t: int, **kw: Any) -> Any:
+        return created(0, n, T0 + t, **kw)
+
+    def d(n: int, t: int, **kw: Any) -> Any:
+        return deleted(0, n, T0 + t, **kw)
+
+    return [
+        [c(4, 1, size=400), c(5, 2, size=500, reason="compaction"), c(6, 3, size=None), d(4, 4, size=400),
+         c(7, 5, size=70, db=OTHER), d(1, 6, size=100), c(8, 7, status="IO error: disk full")],
+        [d(5, 10, size=None), d(6, 11, size=60), d(7, 12, size=70, db=OTHER), c(9, 13, size=900, reason="recovery"),
+         d(2, 14, status="IO error: gone"), c(10, 15, size=1000, db=OTHER), d(10, 16, size=1000, db=OTHER),
+         c(11, 17, size=10, db=THIRD), d(11, 18, size=10, db=THIRD)],
+    ]
+
+
+def _start(L: TelemetryListener) -> None:
+    feed(L, WatchInfo(DB, DB + "/LOG", existing_blob_files={1: 100, 2: 200, 3: None}),
+         WatchInfo(OTHER, OTHER + "/LOG", existing_blob_files={}))
+
+
+def test_batched_metric_sums_equal_one_add_per_event():
+    batched, per_event = Otel(), Otel()
+    L, R = batched.listener(), per_event.listener()
+    _start(L)
+    _start(R)
+    for events in _mixed_batches():
+        for info in events:
+            feed(L, info)
+            feed(R, info)
+            R.flush_metrics()  # the reference: every event's sums reach the SDK at once
+        feed(L, batch(), batch(OTHER), batch(THIRD))
+        feed(R, batch(), batch(OTHER), batch(THIRD))
+        # After every batch: the same data points, the same sums and histograms.
+        assert _points(batched) == _points(per_event)
+    assert L.stats.dropped == 0
+    p = _points(batched)
+    own = frozenset({("rocksdb.db.path", DB), ("rocksdb.column_family", "default")})
+    other = frozenset({("rocksdb.db.path", OTHER), ("rocksdb.column_family", "default")})
+    flush = own | {("rocksdb.blob_file.reason", "flush")}
+    assert p["rocksdb.blob_file.created", flush] == 2  # 4, 6 (8 failed)
+    assert p["rocksdb.blob_file.created.bytes", flush] == 400
+    assert p["rocksdb.blob_file.created", own | {("rocksdb.blob_file.reason", "compaction")}] == 1
+    assert p["rocksdb.blob_file.deleted", own] == 4  # 4, 1, 5, 6 (2 failed)
+    assert p["rocksdb.blob_file.deleted.bytes", own] == 400 + 100 + 500 + 60
+    # live: found at start {1,2,3} (no cf) - {1}; created {4,5,6,9} - {4,5,6}
+    start = frozenset({("rocksdb.db.path", DB)})
+    assert p["rocksdb.blob_file.live", start] == 2 and p["rocksdb.blob_file.live.bytes", start] == 200
+    assert p["rocksdb.blob_file.live", own] == 1 and p["rocksdb.blob_file.live.bytes", own] == 900
+    # OTHER: 7 and 10 made and removed; THIRD: 11 made and removed within one batch: the points exist, at 0
+    assert p["rocksdb.blob_file.live", other] == 0 and p["rocksdb.blob_file.live.bytes", other] == 0
+    third = frozenset({("rocksdb.db.path", THIRD), ("rocksdb.column_family", "default")})
+    assert p["rocksdb.blob_file.live", third] == 0 and p["rocksdb.blob_file.live.bytes", third] == 0
+    assert p["rocksdb.blob_file.deleted.bytes", other] == 1070
+    assert p["rocksdb.blob_file.size", flush][0] == 1
+    assert p["otel_blob.export.lag", start] == 10
+
+
+def test_nothing_is_lost_when_a_watch_stops_mid_batch(otel):
+    L = otel.listener()
+    _start(L)
+    first, second = _mixed_batches()
+    feed(L, *first, batch(), batch(OTHER), *second)  # the second batch's BatchInfo never comes
+    feed(L, WatchInfo(DB, DB + "/LOG", stopped=True))
+    p = _points(otel)
+    own = frozenset({("rocksdb.db.path", DB), ("rocksdb.column_family", "default")})
+    assert p["rocksdb.blob_file.deleted", own] == 4
+    assert p["rocksdb.blob_file.deleted.bytes", own] == 1060
+    assert p["rocksdb.blob_file.created", own | {("rocksdb.blob_file.reason", "recovery")}] == 1
+    assert p["rocksdb.blob_file.live", own] == 1 and p["rocksdb.blob_file.live.bytes", own] == 900
+    # the other DB's watch still runs: its sums wait for its batch, its stop or flush_metrics()
+    other = frozenset({("rocksdb.db.path", OTHER), ("rocksdb.column_family", "default")})
+    L.flush_metrics()
+    p = _points(otel)
+    assert p["rocksdb.blob_file.deleted.bytes", other] == 1070
+    assert p["rocksdb.blob_file.created", other | {("rocksdb.blob_file.reason", "flush")}] == 2
+    assert p["rocksdb.blob_file.live", other] == 0
+    # nothing pending: neither another flush nor the stop adds anything
+    L.flush_metrics()
+    feed(L, WatchInfo(OTHER, OTHER + "/LOG", stopped=True))
+    assert _points(otel) == p
+    assert L.stats.dropped == 0
 
 
 def test_skipped_lines_are_counted(otel):
