@@ -642,6 +642,17 @@ class LogFollower:
         return data.split(b"\n")[:-1]
 
     @property
+    def live_inode(self) -> int | None:
+        """The inode of the live LOG when growing is all it can do next: the file at
+        the LOG's name is the one being read, to its end, no renamed file still open,
+        nothing missing. None otherwise (a notifier on the LOG cannot cover it: poll)."""
+        f = self._current
+        if (f is None or f.name != self.path or self.behind or self._retired
+                or self._missing_since is not None or self._unplaced is not None):
+            return None
+        return f.ident.ino
+
+    @property
     def following(self) -> str | None:
         return self._current.name if self._current else None
 

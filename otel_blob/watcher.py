@@ -23,6 +23,7 @@ from .events import BatchInfo, LineSkippedInfo, LogDecoder, WatchInfo, parse_lin
 from .follower import LogFollower, LogProblem
 from .layout import WatchError, blob_files, file_size
 from .listener import EventListener, accepting, deliver
+from .notify import KEPT, LogNotifier, make_notifier
 
 __all__ = ["Watch", "WatchLoop", "WatchStats"]
 
@@ -238,14 +239,25 @@ class Watch:
 
 
 class WatchLoop:
-    """One daemon thread polling every registered watch."""
+    """One daemon thread serving every registered watch.
 
-    def __init__(self) -> None:
+    Between rounds it sleeps until a watched LOG changes (inotify, see
+    :mod:`otel_blob.notify`) -- at most ``NOTIFY_FALLBACK`` s -- whenever every
+    watch is simply following its live LOG to the end; otherwise (no inotify, a
+    rotation in progress, a renamed file still open, a backlog, backpressure) it
+    polls every ``poll_interval``.
+    """
+
+    NOTIFY_FALLBACK = 0.5  # s: the longest sleep on a notifier (a safety net, not the rhythm)
+
+    def __init__(self, notify: bool = True) -> None:
         self._watches: list[Watch] = []
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._pid = os.getpid()
+        self._use_notify = notify
+        self._notifier: LogNotifier | None = None
 
     def add(self, watch: Watch) -> None:
         with self._lock:
@@ -254,7 +266,13 @@ class WatchLoop:
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="otel_blob-watcher", daemon=True)
                 self._thread.start()
+        self._wake_up()
+
+    def _wake_up(self) -> None:
         self._wake.set()
+        notifier = self._notifier
+        if notifier is not None:
+            notifier.wake()
 
     def remove(self, watch: Watch) -> None:
         with self._lock:
@@ -266,25 +284,56 @@ class WatchLoop:
             return list(self._watches)
 
     def _run(self) -> None:
-        while True:
-            with self._lock:
-                watches = list(self._watches)
-                if not watches:
-                    self._thread = None
-                    return
-            interval = min(w.poll_interval for w in watches)
-            for w in watches:
-                # A watch being drained or stopped by another thread: skip this round.
-                if w._lock.acquire(blocking=False):
-                    try:
-                        if not w._stopped:
-                            w._poll(False)
-                    except Exception:  # never let one watch kill the loop
-                        _log.exception("otel_blob: polling %s failed", w.log_path)
-                    finally:
-                        w._lock.release()
-            self._wake.wait(interval)
-            self._wake.clear()
+        notifier = make_notifier() if self._use_notify else None
+        self._notifier = notifier
+        try:
+            while True:
+                with self._lock:
+                    watches = list(self._watches)
+                    if not watches:
+                        self._thread = None
+                        return
+                interval = min(w.poll_interval for w in watches)
+                quiet = self._round(watches, notifier)
+                if notifier is None:
+                    self._wake.wait(interval)
+                    self._wake.clear()
+                else:
+                    notifier.wait(max(interval, self.NOTIFY_FALLBACK) if quiet else interval)
+        finally:
+            self._notifier = None
+            if notifier is not None:
+                notifier.close()
+
+    def _round(self, watches: list[Watch], notifier: LogNotifier | None) -> bool:
+        """Poll every watch once; True if the notifier covers what each can do next."""
+        quiet = notifier is not None
+        for w in watches:
+            # A watch being drained or stopped by another thread: skip this round.
+            if not w._lock.acquire(blocking=False):
+                quiet = False
+                continue
+            try:
+                if w._stopped:
+                    continue
+                paused = w.stats.paused
+                w._poll(False)
+                if notifier is not None:
+                    ino = w.follower.live_inode if w.stats.paused == paused else None
+                    # ADDED: a write between the read above and now may have no event: read again soon.
+                    if notifier.watch(w.log_path, ino) != KEPT:
+                        quiet = False
+            except Exception:  # never let one watch kill the loop
+                _log.exception("otel_blob: polling %s failed", w.log_path)
+                quiet = False
+            finally:
+                w._lock.release()
+        if notifier is not None:
+            live = {w.log_path for w in watches}
+            for path in notifier.paths():
+                if path not in live:
+                    notifier.forget(path)
+        return quiet
 
     def stop_all(self) -> None:
         for w in self.watches():
@@ -297,6 +346,7 @@ class WatchLoop:
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._thread = None
+        self._notifier = None  # the parent's (its descriptors die with the child)
         self._pid = os.getpid()
 
 
