@@ -48,6 +48,14 @@ def _interval(raw: str) -> float:
     return v
 
 
+def _nice(raw: str) -> int:
+    """an integer from 0 to 19"""
+    v = int(raw)
+    if not 0 <= v <= 19:
+        raise ValueError(raw)
+    return v
+
+
 @dataclass(frozen=True)
 class Settings:
     enabled: bool = True
@@ -56,6 +64,7 @@ class Settings:
     poll_interval: float = 0.01
     file_paths: str = "full"  # full | hash | none
     mode: str = "auto"  # auto | thread | process
+    helper_nice: int = 5  # the helper process's niceness, 0..19
 
     _SOURCES = {
         "enabled": (ev.OTEL_PYTHON_ROCKSDICT_ENABLED, _bool),
@@ -64,6 +73,7 @@ class Settings:
         "poll_interval": (ev.OTEL_PYTHON_ROCKSDICT_POLL_INTERVAL, _interval),
         "file_paths": (ev.OTEL_PYTHON_ROCKSDICT_FILE_PATHS, _choice("full", "hash", "none")),
         "mode": (ev.OTEL_PYTHON_ROCKSDICT_MODE, _choice("auto", "thread", "process")),
+        "helper_nice": (ev.OTEL_PYTHON_ROCKSDICT_HELPER_NICE, _nice),
     }
 
     @classmethod

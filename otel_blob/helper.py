@@ -48,7 +48,6 @@ _log = logging.getLogger("otel_blob")
 
 CLOSE_WAIT = 5.0  # seconds Rdict.close() waits for the helper's drain of that DB
 EXIT_WAIT = 5.0  # seconds the application's exit waits for the helper's last export
-HELPER_NICE = 5  # the helper yields the CPU to the application when both want it
 HELPER_POLL = 0.002  # the helper's LOG poll interval: a poll (two stats) costs the application nothing
 
 _AUTO_SITE = os.path.join("opentelemetry", "instrumentation", "auto_instrumentation")
@@ -132,7 +131,7 @@ class HelperClient:
         self._send({"op": "hello", "resource": {k: (list(v) if isinstance(v, tuple) else v)
                                                 for k, v in resource.items() if _jsonable(v)},
                     "severity": s.severity, "events": s.events, "file_paths": s.file_paths,
-                    "poll_interval": min(s.poll_interval, HELPER_POLL)})
+                    "poll_interval": min(s.poll_interval, HELPER_POLL), "nice": s.helper_nice})
 
     @property
     def alive(self) -> bool:
@@ -272,15 +271,15 @@ def serve(stdin: Any = None, stdout: Any = None) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
-    try:
-        os.nice(HELPER_NICE)
-    except OSError:
-        pass
     logging.basicConfig(level=logging.WARNING, format="otel_blob helper %(process)d: %(levelname)s %(message)s")
 
     first = stdin.readline()
     try:
         hello = json.loads(first)
+        try:  # below the application: when both want the CPU, the application gets it
+            os.nice(int(hello.get("nice", 5)))
+        except OSError:
+            pass
         args = SimpleNamespace(severity=hello.get("severity", "info"), events=hello.get("events", "blob"),
                                file_paths=hello.get("file_paths", "full"), otlp=None, console=False)
         telemetry = Telemetry(args, os.environ, default_exporter="otlp", resource_attributes=hello.get("resource"))

@@ -142,3 +142,14 @@ def test_a_watch_that_fails_to_start_does_not_break_the_app(tmp_path, sdk, monke
     with caplog.at_level(logging.ERROR, logger="otel_blob"):
         workload(str(tmp_path / "db"))  # must not raise
     assert "could not start watching" in caplog.text
+
+
+def test_mode_and_helper_nice_settings():
+    from otel_blob.config import Settings
+
+    env = {"OTEL_PYTHON_ROCKSDICT_MODE": "process", "OTEL_PYTHON_ROCKSDICT_HELPER_NICE": "12"}
+    s = Settings.resolve({}, env)
+    assert (s.mode, s.helper_nice) == ("process", 12)
+    assert Settings.resolve({"helper_nice": 0, "mode": "thread"}, env).helper_nice == 0
+    bad = Settings.resolve({}, {"OTEL_PYTHON_ROCKSDICT_HELPER_NICE": "20", "OTEL_PYTHON_ROCKSDICT_MODE": "fork"})
+    assert (bad.mode, bad.helper_nice) == ("auto", 5)
