@@ -14,7 +14,9 @@ OTEL_PYTHON_ROCKSDICT_EVENTS = "OTEL_PYTHON_ROCKSDICT_EVENTS"
 file events as span events and every flush/compaction/recovery job as a span."""
 
 OTEL_PYTHON_ROCKSDICT_POLL_INTERVAL = "OTEL_PYTHON_ROCKSDICT_POLL_INTERVAL"
-"""Seconds between two reads of the LOG (default ``0.01``; 0.001 .. 10)."""
+"""Seconds between two reads of the LOG when it must be polled (default ``0.01``; 0.001 .. 10). On
+Linux the watcher sleeps on inotify while the LOG is quiet and reads as soon as RocksDB writes; it
+polls only during a rotation, a backlog or backpressure, or where inotify is unavailable."""
 
 OTEL_PYTHON_ROCKSDICT_FILE_PATHS = "OTEL_PYTHON_ROCKSDICT_FILE_PATHS"
 """``full`` (default): record file and DB paths; ``hash``: a stable SHA-256 prefix instead;
