@@ -41,6 +41,7 @@ class WatchStats:
         self.listener_errors = 0
         self.polls = 0
         self.paused = 0  # polls that left the LOG unread because the listener had no room
+        self.blob_files_evicted = 0  # live blob files the decoder forgot to stay bounded (LogDecoder.evicted)
         self.skipped: Counter[str] = Counter()  # reason -> count
 
     @property
@@ -55,6 +56,7 @@ class WatchStats:
             "blob_files_deleted": self.blob_files_deleted,
             "listener_errors": self.listener_errors,
             "paused": self.paused,
+            "blob_files_evicted": self.blob_files_evicted,
             "skipped": dict(self.skipped),
         }
 
@@ -161,6 +163,7 @@ class Watch:
     def _process(self, lines: list[bytes]) -> int:
         self.stats.lines += len(lines)
         infos = self.decoder.feed_lines(lines)  # the batch decode: most lines never reach Python code
+        self.stats.blob_files_evicted = self.decoder.evicted
         for info in infos:
             self._deliver(info)
         return len(infos)

@@ -282,3 +282,23 @@ def test_restore_of_an_old_state_beyond_the_bounds_keeps_the_newest():
     d.restore(old)
     assert list(d.live_blob_files) == [6, 7, 8, 9] and d.evicted == 5
     assert [j[0] for j in d.state()["jobs"]] == [16, 17, 18, 19, 20]
+
+
+def test_a_watch_reports_its_decoders_evictions(tmp_path, monkeypatch):
+    import otel_blob
+    from dbutil import Recorder
+
+    path = str(tmp_path / "db")
+    db = rocksdict.Rdict(path, blob_options(gc=False))
+    for _ in range(3):
+        write_round(db)
+        db.flush()
+    quiesce(db)
+    db.close()
+    monkeypatch.setattr(LogDecoder, "MAX_LIVE_BLOB_FILES", 2)
+    w = otel_blob.watch(path, Recorder(), from_start=True, loop=None)
+    w.stop()
+    assert w.stats.blob_files_created > 2
+    # (the files found in the directory at the start count against the cap too)
+    assert w.stats.blob_files_evicted == w.decoder.evicted >= w.stats.blob_files_created - 2
+    assert w.stats.as_dict()["blob_files_evicted"] == w.decoder.evicted
