@@ -109,7 +109,6 @@ class HelperClient:
         self._seq = 0
         self._watched: dict[str, str] = {}  # log path -> db path
         self._failed = False
-        self._ready = threading.Event()
         self.error: str | None = None
         # Answers come on a pipe of their own: the helper's stdout and stderr stay the
         # application's (a console exporter prints where the application would).
@@ -217,9 +216,7 @@ class HelperClient:
                     ev = self._acks.get(msg["ack"])
                 if ev is not None:
                     ev.set()
-            elif msg.get("ready"):
-                self._ready.set()
-            elif "error" in msg:
+            elif "error" in msg:  # (a "ready" needs nothing: messages queue in the pipe meanwhile)
                 self.error = str(msg["error"])
         code = self.proc.wait()
         if not self._failed and (code != 0 or self.error):
