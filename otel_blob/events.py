@@ -271,10 +271,7 @@ _BLOB_FAST_BODY = (
     + rb'(?:, "status": ' + _FAST_STR + rb")?"
     + rb"\}"
 )
-# One event payload (parse_line) / every event line of a joined batch (feed_lines):
-# the second form matches at every mark, with the blob groups set only on a blob line.
 _BLOB_FAST = re.compile(_BLOB_FAST_BODY + rb"\Z")
-_MARK_FAST = re.compile(rb"EVENT_LOG_v1 (?:" + _BLOB_FAST_BODY + rb"(?=\n|\Z))?")
 _FAST_KEYS = ("time_micros", "cf_name", "job", "event", "file_number", "total_blob_count",
               "total_blob_bytes", "file_checksum", "file_checksum_func_name", "status")
 _FAST_IS_INT = (True, False, True, False, True, True, True, False, False, False)
@@ -291,6 +288,29 @@ def _blob_fields(m: re.Match[bytes]) -> dict[str, Any] | None:
         return None
     fields["event"] = "blob_file_" + fields["event"]
     return fields
+
+
+# feed_lines' scan: every event line of a joined batch, as one tuple from findall
+# (no match objects). The two lines RocksDB writes for blob files, exactly
+# (creation: cf_name, totals, checksum and status always; deletion: status only
+# when it failed), are split into their fields and go straight to the decoder's
+# _created / _deleted; every other event line -- other events, other shapes --
+# comes back as its payload (the last group) for parse_line's path. Strings are
+# ASCII without escapes (so .decode() equals json.loads and _str), and cf_name is
+# at most 50 bytes, which keeps the event name within the 160 bytes the blob_only
+# prefilter looks at (so every line of these shapes passes it; 53 would still fit).
+_ASCII_STR = rb'"([^"\\\x00-\x1f\x80-\xff]*)"'
+_BATCH_RE = re.compile(
+    rb'EVENT_LOG_v1 (?:\{"time_micros": ' + _FAST_INT + rb", (?:"
+    + rb'"cf_name": "([^"\\\x00-\x1f\x80-\xff]{0,50})", "job": ' + _FAST_INT
+    + rb', "event": "blob_file_creation", "file_number": ' + _FAST_INT
+    + rb', "total_blob_count": ' + _FAST_INT + rb', "total_blob_bytes": ' + _FAST_INT
+    + rb', "file_checksum": ' + _ASCII_STR + rb', "file_checksum_func_name": ' + _ASCII_STR
+    + rb', "status": ' + _ASCII_STR
+    + rb'|"job": ' + _FAST_INT + rb', "event": "blob_file_deletion", "file_number": ' + _FAST_INT
+    + rb'(?:, "status": ' + _ASCII_STR + rb")?"
+    + rb")\}(?=\n|\Z)|([^\n]*))"
+)
 
 
 @dataclass(slots=True)
@@ -829,14 +849,19 @@ class LogDecoder:
         Exactly ``[i for l in lines if (p := parse_line(l, self.wanted)) for i in self.feed(p)]``,
         but the lines are joined and scanned in C: only lines that can mean
         something (an event mark, a job, session or DB path line) reach Python,
-        and blob file events in RocksDB's exact shape skip json.loads and the
-        intermediate dict.
+        and blob file events in RocksDB's exact shape become Info values straight
+        from the scan's tuples (no json.loads, no dict, no LogLine).
         """
         if not lines:
             return []
+        wanted = self.wanted
+        if wanted is not None and wanted is not LogDecoder._wanted_blob_only:
+            # A prefilter of the caller's: it must see every event line, as parse_line shows it.
+            return [i for line in lines if (p := parse_line(line, wanted)) for i in self.feed(p)]
         buf = b"\n".join(lines)
         out: list[Any] = []
-        # Plain-text lines that may matter (rare): line start -> line end.
+        # Plain-text lines that may matter (rare): line start -> line end. (One that also
+        # has an event mark is decoded as parse_line does it: as an event.)
         rare: dict[int, int] = {}
         find, rfind = buf.find, buf.rfind
         for needle in _RARE_NEEDLES:
@@ -848,52 +873,39 @@ class LogDecoder:
                     le = len(buf)
                 rare[ls] = le
                 i = find(needle, le)
-        pending = sorted(rare.items()) if rare else []
-        ri = 0
-        nrare = len(pending)
-        wanted = self.wanted
-        builtin_wanted = wanted is LogDecoder._wanted_blob_only
-        feed = self.feed
-        line_end = -1
-        for m in _MARK_FAST.finditer(buf):
-            at = m.start()
-            if at < line_end:
-                continue  # a second mark in a line already decoded
-            if ri < nrare and pending[ri][0] <= at:
-                ls = rfind(b"\n", 0, at) + 1
-                while ri < nrare and pending[ri][0] <= at:
-                    rs, re_ = pending[ri]
-                    ri += 1
-                    if rs != ls:  # a rare line of its own (not this event's line)
-                        parsed = parse_line(buf[rs:re_], wanted)
-                        if parsed is not None:
-                            out.extend(feed(parsed))
-            g = m.groups()
-            if g[0] is not None:
-                line_end = m.end()
-                # The prefilter, as parse_line applies it (its 160-byte window: a long cf_name).
-                if wanted is not None and not (builtin_wanted and m.end(4) <= at + 150) \
-                        and not wanted(buf[at + 13:line_end]):
-                    continue
-                fields = _blob_fields(m)
-                if fields is not None:
-                    parsed = LogLine("event", fields=fields)
-                else:  # invalid UTF-8: the lenient path
-                    parsed = _parse_payload(buf[at + 13:line_end])
-            else:
-                line_end = find(b"\n", at)
-                if line_end < 0:
-                    line_end = len(buf)
-                payload = buf[at + 13:line_end]
-                if wanted is not None and not wanted(payload):
-                    continue
-                parsed = _parse_payload(payload)
-            out.extend(feed(parsed))
-        for rs, re_ in pending[ri:]:  # after the last event line
-            parsed = parse_line(buf[rs:re_], wanted)
+        # The event lines between them are scanned a stretch at a time, in order.
+        pos = 0
+        for ls, le in sorted(rare.items()):
+            self._scan_events(buf, pos, ls, out)
+            parsed = parse_line(buf[ls:le], wanted)
             if parsed is not None:
-                out.extend(feed(parsed))
+                out.extend(self.feed(parsed))
+            pos = le
+        self._scan_events(buf, pos, len(buf), out)
         return out
+
+    def _scan_events(self, buf: bytes, pos: int, end: int, out: list[Any]) -> None:
+        """The event lines of ``buf[pos:end]`` (whole lines) -> ``out``.
+
+        A blob line in RocksDB's exact shape goes from the regex's groups straight to
+        _created / _deleted (what _blob_created / _blob_deleted call after checking the
+        dict's fields: the regex admits only ints below 2**63 and ASCII strings, so
+        there is nothing left to check); json.loads, the dict, LogLine, feed and
+        _event were most of the cost per event. Every other event line takes
+        parse_line's path from its payload.
+        """
+        wanted = self.wanted
+        created, deleted = self._created, self._deleted
+        append = out.append
+        for (t, cf, cjob, cnum, count, nbytes, cks, func, cst,
+             djob, dnum, dst, payload) in _BATCH_RE.findall(buf, pos, end):
+            if djob:
+                append(deleted(int(djob), int(t), int(dnum), dst.decode() or OK))
+            elif cjob:
+                append(created(int(cjob), int(t), int(cnum), cf.decode(), int(count), int(nbytes),
+                               cks.decode(), func.decode(), cst.decode() or OK))
+            elif wanted is None or wanted(payload):
+                out.extend(self.feed(_parse_payload(payload)))
 
     def state(self) -> dict[str, Any]:
         """What this decoder remembers, JSON-able (a checkpoint keeps it with the LOG offset).
@@ -991,30 +1003,36 @@ class LogDecoder:
         number = _uint(f.get("file_number"))
         if number is None:
             return self._invalid_number(f)
-        cf = _str(f.get("cf_name"))
+        return self._created(
+            job_id, when, number, _str(f.get("cf_name")), _uint(f.get("total_blob_count")),
+            _uint(f.get("total_blob_bytes")), _str(f.get("file_checksum")), _str(f.get("file_checksum_func_name")),
+            _str(f.get("status")) or (None if truncated else OK))
+
+    def _created(self, job_id: int | None, when: int | None, number: int, cf: str | None, count: int | None,
+                 nbytes: int | None, checksum: str | None, checksum_func: str | None, status: str | None) -> Any:
         job = self._jobs.get(job_id) if job_id is not None else None
         if cf is None and job is not None:
             cf = job.cf
         path = self.blob_path(cf, number)
-        status = _str(f.get("status")) or (None if truncated else OK)
         size = self._file_size(path)
         if status == OK or status is None:  # RocksDB >= 10.4 also logs failed creations
             self.live_blob_files.created(number, size, cf, when)
         return BlobFileCreationInfo(
-            job_id, self.db_name, cf, path, number, job.kind if job else "unknown",
-            _uint(f.get("total_blob_count")), _uint(f.get("total_blob_bytes")),
-            _str(f.get("file_checksum")), _str(f.get("file_checksum_func_name")),
-            status or "unknown", size, when, self.session_id,
+            job_id, self.db_name, cf, path, number, job.kind if job else "unknown", count, nbytes,
+            checksum, checksum_func, status or "unknown", size, when, self.session_id,
         )
 
     def _blob_deleted(self, f: dict[str, Any], job_id: int | None, when: int | None) -> Any:
         number = _uint(f.get("file_number"))
         if number is None:
             return self._invalid_number(f)
-        status = _str(f.get("status")) or OK
+        return self._deleted(job_id, when, number, _str(f.get("status")) or OK)
+
+    def _deleted(self, job_id: int | None, when: int | None, number: int, status: str) -> Any:
         # A failed deletion (e.g. the retry after a reopen of a file already gone)
         # is reported with its status but does not end the file's life.
-        known = self.live_blob_files.pop(number) if status == OK else self.live_blob_files.get(number)
+        live = self.live_blob_files
+        known = live.pop(number) if status == OK else live.get(number)
         size, cf, created = known if known is not None else (None, None, None)
         return BlobFileDeletionInfo(
             job_id, self.db_name, self.blob_path(cf, number), number, status, when,
