@@ -93,6 +93,20 @@ class Recorder(otel_blob.EventListener):
         return self.of(otel_blob.LineSkippedInfo)
 
 
+def blob_history(path: str, rounds: int = 4) -> list[bytes]:
+    """A closed DB at ``path`` after ``rounds`` flushes and a full compaction of blob
+    files (quiesced first), and its LOG's lines without line ends."""
+    db = rocksdict.Rdict(path, blob_options())
+    for _ in range(rounds):
+        write_round(db)
+        db.flush()
+    db.compact_range(None, None)
+    quiesce(db)
+    db.close()
+    with open(os.path.join(path, "LOG"), "rb") as f:
+        return [line.rstrip(b"\n") for line in f]
+
+
 def assert_matches_truth(rec: Recorder, truth: BlobFileTruth, directory: str) -> None:
     """Every blob file that appeared has exactly one creation event; every one that
     disappeared exactly one (successful) deletion; sizes agree with the disk."""

@@ -24,7 +24,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import StatusCode
 
 import otel_blob
-from dbutil import Recorder, blob_options, quiesce, write_round
+from dbutil import Recorder, blob_history, blob_options, quiesce, write_round
 from otel_blob.events import (
     BatchInfo,
     BlobFileCreationInfo,
@@ -636,16 +636,7 @@ def test_real_manual_operations_are_parents(otel, tmp_path):
 
 def test_deterministic_ids_for_replays(tmp_path):
     path = str(tmp_path / "db")
-    os.mkdir(path)
-    db = rocksdict.Rdict(path, blob_options(gc=True))
-    for _ in range(4):
-        write_round(db)
-        db.flush()
-    db.compact_range(None, None)
-    quiesce(db)
-    db.close()
-    with open(os.path.join(path, "LOG"), "rb") as f:
-        lines = f.read().split(b"\n")
+    lines = blob_history(path)
 
     def replay(db_name: str) -> tuple[list[tuple[int, int, str]], list[tuple[int, int, str]]]:
         o = Otel(id_generator=DeterministicIdGenerator())
