@@ -419,6 +419,8 @@ class TelemetryListener(EventListener):
     file; ``"all"`` -- also table file span events and a span for every job.
     ``file_paths``: ``"full"`` | ``"hash"`` | ``"none"`` -- how ``file.path`` and
     ``rocksdb.db.path`` are exported (as is, SHA-256 hex prefix, left out).
+    ``lag_metric``: record ``otel_blob.export.lag`` (False for a replay of history,
+    where observed minus event time is the history's age, not a delay).
     None providers: the global ones.
     """
 
@@ -432,6 +434,7 @@ class TelemetryListener(EventListener):
         kinds: str = "blob",
         file_paths: str = "full",
         backpressure: Callable[[float | None], bool] | None = None,
+        lag_metric: bool = True,
     ) -> None:
         severity = (severity or "info").lower()
         kinds = (kinds or "blob").lower()
@@ -443,6 +446,7 @@ class TelemetryListener(EventListener):
         if file_paths not in ("full", "hash", "none"):
             raise ValueError(f"file_paths must be 'full', 'hash' or 'none', not {file_paths!r}")
         self._backpressure = backpressure
+        self._lag_metric = lag_metric
         self.severity = severity
         self.kinds = kinds
         self.file_paths = file_paths
@@ -634,8 +638,9 @@ class TelemetryListener(EventListener):
         if event_ns is not None:
             if db.last_ns is None or event_ns > db.last_ns:
                 db.last_ns = event_ns
-            lag = (observed_ns - event_ns) / 1e9
-            self._m_lag.record(lag if lag > 0 else 0.0, db.db_attrs)
+            if self._lag_metric:
+                lag = (observed_ns - event_ns) / 1e9
+                self._m_lag.record(lag if lag > 0 else 0.0, db.db_attrs)
 
     def _base_attrs(self, db: _Db, session: str | None, cf: str | None, job_id: Any) -> dict[str, Any]:
         a: dict[str, Any] = {"db.system.name": "rocksdb"}
