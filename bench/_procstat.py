@@ -19,6 +19,7 @@ import time
 from typing import Any
 
 _TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+HELPER_MODULE = "otel_blob.helper"  # the helper process's command line names it
 WATCHER_THREAD = "otel_blob-watcher"
 
 # thread categories reported by Accountant.snapshot()
@@ -136,13 +137,19 @@ class Accountant:
             rec = self._children.get(c)
             if rec is None:
                 rec = self._children[c] = [process_cmdline(c)[:200], 0]
+            elif HELPER_MODULE not in rec[0]:
+                # Seen between fork and exec (with our own command line): read it again.
+                rec[0] = process_cmdline(c)[:200] or rec[0]
             rec[1] = ns
         threads = dict.fromkeys(CATEGORIES, 0)
         for cat, ns in self._threads.values():
             threads[cat] += ns
         alive = {n for n in names.values()}
         helpers = [cmd for cmd, _ in self._children.values()]
-        mode = "process" if self._children else "thread" if WATCHER_THREAD in alive or threads["watcher"] else "none"
+        if any(HELPER_MODULE in cmd for cmd in helpers):
+            mode = "process"
+        else:
+            mode = "thread" if WATCHER_THREAD in alive or threads["watcher"] else "none"
         return {
             "t": time.time(),
             "process_ns": time.process_time_ns(),  # every thread of this process, exited ones too

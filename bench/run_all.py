@@ -1,7 +1,7 @@
 """Run every benchmark; results in bench/results/*.json and bench/results/summary.md.
 
-    .venv/bin/python -m bench.run_all            # full: 100 MB parse corpus, 1 GB memory corpus, 5 rounds,
-                                                 #   OTel replay (~2 min), overhead (~1.5 min), detection lag (~2 min)
+    .venv/bin/python -m bench.run_all            # full (~10 min): 100 MB parse corpus, 1 GB memory corpus, 5 rounds,
+                                                 #   OTel replay (~1 min), overhead (~2.5 min), detection lag (~2.5 min)
     .venv/bin/python -m bench.run_all --quick    # smoke run (~2 minutes)
 """
 
