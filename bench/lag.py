@@ -17,7 +17,8 @@ Scenarios: ``quiet`` -- 15 rounds of 150 puts + ``Rdict.flush()``, 200 ms apart;
 ``busy`` -- the heavy overhead workload (128 KiB blob files, unthrottled) for 2.5 s.
 The DBs live in ``--dir`` (default /dev/shm, as in bench/overhead.py).
 Variants: ``OTEL_PYTHON_ROCKSDICT_MODE=thread`` and ``=process`` (``mode@poll``
-also sets ``OTEL_PYTHON_ROCKSDICT_POLL_INTERVAL``, e.g. ``thread@0.002``).
+also sets ``OTEL_PYTHON_ROCKSDICT_POLL_INTERVAL``, e.g. ``thread@0.002``; ``+n`` sets
+``OTEL_PYTHON_ROCKSDICT_HELPER_NICE``, e.g. ``process+19``).
 ``--runs`` rounds, each running every (variant, scenario) once in a shuffled order.
 Each run first makes one flush and waits for its record at the receiver (the
 pipeline is up: helper started, exporter connected), then starts the reader and
@@ -68,10 +69,14 @@ def _r(x: float | None, n: int = 2) -> float | None:
 
 
 def parse_variant(spec: str) -> tuple[str, dict[str, str]]:
+    """``mode[@poll interval][+helper nice]``, e.g. ``thread@0.002``, ``process+19``."""
+    spec, _, nice = spec.partition("+")
     mode, _, poll = spec.partition("@")
     env = {"OTEL_PYTHON_ROCKSDICT_MODE": mode}
     if poll:
         env["OTEL_PYTHON_ROCKSDICT_POLL_INTERVAL"] = poll
+    if nice:
+        env["OTEL_PYTHON_ROCKSDICT_HELPER_NICE"] = nice
     return mode, env
 
 
@@ -263,7 +268,7 @@ def table(rows: list[dict[str, Any]], a: argparse.Namespace, load: list[list[flo
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--runs", type=int, default=5)
-    ap.add_argument("--variants", default="thread,process", help="mode[@poll_interval], comma-separated")
+    ap.add_argument("--variants", default="thread,process", help="mode[@poll_interval][+helper_nice], comma-separated")
     ap.add_argument("--scenarios", default="quiet,busy")
     ap.add_argument("--flushes", type=int, default=15)
     ap.add_argument("--interval", type=float, default=0.2)

@@ -61,7 +61,15 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "off": {"instrumented": True, "env": {"OTEL_PYTHON_DISABLED_INSTRUMENTATIONS": "rocksdict"}},
     "thread": {"instrumented": True, "env": {"OTEL_PYTHON_ROCKSDICT_MODE": "thread"}},
     "process": {"instrumented": True, "env": {"OTEL_PYTHON_ROCKSDICT_MODE": "process"}},
+    # The helper's niceness (default 19), on request (--variants): the overhead/lag trade-off.
+    "process-nice0": {"instrumented": True,
+                      "env": {"OTEL_PYTHON_ROCKSDICT_MODE": "process", "OTEL_PYTHON_ROCKSDICT_HELPER_NICE": "0"}},
+    "process-nice5": {"instrumented": True,
+                      "env": {"OTEL_PYTHON_ROCKSDICT_MODE": "process", "OTEL_PYTHON_ROCKSDICT_HELPER_NICE": "5"}},
 }
+DEFAULT_VARIANTS = "plain,off,thread,process"
+# The variants with the instrumentation on (their records are counted, their costs reported).
+ON = tuple(v for v, spec in VARIANTS.items() if "OTEL_PYTHON_ROCKSDICT_MODE" in spec["env"])
 TARGET_RATIO = {"3k": 0.97, "300": 0.99, "heavy": 0.97, "light": 0.99}
 TARGET_US_PER_EVENT = 10.0
 
@@ -131,7 +139,7 @@ def run_rate(rate: str, variants: list[str], rcv: Any, tmp: str, a: argparse.Nam
         deadline = time.monotonic() + 20
         for v in variants:
             counters[v].read()
-            if v in ("thread", "process"):
+            if v in ON:
                 while rcv.count(services[v]) < counters[v].events and time.monotonic() < deadline:
                     time.sleep(0.05)
         time.sleep(0.3)
@@ -163,7 +171,7 @@ def run_rate(rate: str, variants: list[str], rcv: Any, tmp: str, a: argparse.Nam
     # The helper (process mode) may still be exporting after its app exited.
     deadline = time.monotonic() + 15
     for v in variants:
-        if v in ("thread", "process"):
+        if v in ON:
             while rcv.count(services[v]) < counters[v].events and time.monotonic() < deadline:
                 time.sleep(0.1)
     return summarize(rate, variants, rounds, idle, counters, finals, rcv, services, cfg, load_before, measured_s, a)
@@ -248,7 +256,7 @@ def summarize(rate: str, variants: list[str], rounds: list[list[dict[str, Any]]]
         row["in_turn_us_per_event"] = {k: per_event(k, "turn") for k in ("watcher", "otel_sdk", "children", "main")}
         row["cpu_s_per_round"] = {k: round(_med([g["net"].get(k, 0.0) for g in rs]), 4)
                                   for k in ("process", "main", "watcher", "otel_sdk", "rocksdb", "other", "children")}
-        if "off" in variants and v in ("thread", "process"):
+        if "off" in variants and v in ON:
             # host CPU (without RocksDB's threads) beyond the off variant's at the same ops, per blob event
             ok = [r for r in per_round if r[v]["events"]]
             extra = [(r[v]["host_cpu_per_op_us"] - r["off"]["host_cpu_per_op_us"]) * r[v]["ops"] / r[v]["events"]
@@ -316,7 +324,7 @@ def table(results: list[dict]) -> str:
             "|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for r in res["rows"]:
-            on = r["variant"] in ("thread", "process")
+            on = r["variant"] in ON
             recv = f"{r['blob_records_received']}/{r['blob_events_logged_total']}" if on else "—"
             idle = r["idle_cpu_ms_per_s"]
             idle_s = f"{idle.get('process', 0) + idle.get('children', 0):.1f}"
@@ -325,7 +333,7 @@ def table(results: list[dict]) -> str:
                 f"| {_ratio(r, 'plain')} "
                 f"| {_fmt(r['watcher_us_per_event'] if on else None, '.1f')} "
                 f"| {_fmt(r['otel_sdk_threads_us_per_event'] if on else None, '.1f')} "
-                f"| {_fmt(r['helper_us_per_event'] if r['variant'] == 'process' else None, '.1f')} "
+                f"| {_fmt(r['helper_us_per_event'] if r['variant'].startswith('process') else None, '.1f')} "
                 f"| {_fmt(r.get('host_extra_us_per_event'), '.1f')} "
                 f"| {_fmt(r.get('end_to_end_us_per_event'), '.1f')} | {idle_s} | {recv} |"
             )
@@ -333,7 +341,7 @@ def table(results: list[dict]) -> str:
     out += ["| target | variant | result | |", "|---|---|---|---|"]
     for res in results:
         rows = {r["variant"]: r for r in res["rows"]}
-        for v in ("thread", "process"):
+        for v in ON:
             if v in rows and rows[v].get("x_off") is not None:
                 t = TARGET_RATIO.get(res["rate"], 0.97)
                 x = rows[v]["x_off"]
@@ -342,12 +350,12 @@ def table(results: list[dict]) -> str:
                            f"| {x:.3f} ({lo:.2f}–{hi:.2f}) | {_verdict(x, t, lo, hi, True)} |")
     for res in results:
         rows = {r["variant"]: r for r in res["rows"]}
-        for v in ("thread", "process"):
+        for v in ON:
             host = rows.get(v, {}).get("host_extra_us_per_event")
             e2e = rows.get(v, {}).get("end_to_end_us_per_event")
             if host is not None:
                 rr = rows[v]["host_extra_us_per_event_rounds"] or [host]
-                helper = f"; with the helper process {e2e:.1f} µs" if v == "process" and e2e is not None else ""
+                helper = f"; with the helper process {e2e:.1f} µs" if v.startswith("process") and e2e is not None else ""
                 out.append(f"| {res['rate']}: host-process CPU ≤ {TARGET_US_PER_EVENT:g} µs per blob event, end to end "
                            f"| {v} | {host:.1f} µs (rounds {min(rr):.0f} … {max(rr):.0f}){helper} "
                            f"| {_verdict(host, TARGET_US_PER_EVENT, min(rr), max(rr), False)} |")
@@ -376,7 +384,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--settle", type=float, default=0.05, help="untimed pause after each slice (s)")
     ap.add_argument("--idle-probe", type=float, default=1.0, help="seconds to measure each worker's idle CPU")
     ap.add_argument("--rates", default="3k,300,heavy")
-    ap.add_argument("--variants", default=",".join(VARIANTS))
+    ap.add_argument("--variants", default=DEFAULT_VARIANTS, help=f"some of {', '.join(VARIANTS)}")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--dir", default=default_dir(), help="where the DBs live (default: /dev/shm if writable)")
     ap.add_argument("--quick", action="store_true", help="2 rounds × 1 slice of 0.3 s: a smoke run")

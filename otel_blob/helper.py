@@ -274,7 +274,7 @@ def serve(stdin: Any = None, stdout: Any = None) -> int:
     try:
         hello = json.loads(first)
         try:  # below the application: when both want the CPU, the application gets it
-            os.nice(int(hello.get("nice", 5)))
+            os.nice(int(hello.get("nice", 19)))
         except OSError:
             pass
         args = SimpleNamespace(severity=hello.get("severity", "info"), events=hello.get("events", "blob"),

@@ -32,7 +32,9 @@ APP = textwrap.dedent(
             db.flush()
         db.compact_range(None, None)
     quiesce(db)
-    db.close()
+    db.close()  # the helper acknowledged the close: it is past its start-up
+    # The helper's niceness (field 19 of /proc/<pid>/stat; its name, field 2, has no spaces).
+    print("nice:", [int(open(f"/proc/{k}/stat").read().split()[18]) for k in kids])
     print("app done")
     """
 )
@@ -66,6 +68,8 @@ def test_opentelemetry_instrument_exports_blob_telemetry(tmp_path, otlp_receiver
     proc = run_app(tmp_path, otlp_receiver, protocol, OTEL_PYTHON_ROCKSDICT_MODE=mode)
     # auto under opentelemetry-instrument: the LOG is followed by a helper process.
     assert ("-m otel_blob.helper" in proc.stdout) == (mode == "auto"), proc.stdout
+    # It runs at nice 19 (the default): it takes only the CPU the application leaves.
+    assert ("nice: [19]" in proc.stdout) == (mode == "auto"), proc.stdout
     # The SDK flushed at exit: everything is already here, no waiting needed.
     logs = otlp_receiver.log_records()
     spans = otlp_receiver.spans()

@@ -152,4 +152,4 @@ def test_mode_and_helper_nice_settings():
     assert (s.mode, s.helper_nice) == ("process", 12)
     assert Settings.resolve({"helper_nice": 0, "mode": "thread"}, env).helper_nice == 0
     bad = Settings.resolve({}, {"OTEL_PYTHON_ROCKSDICT_HELPER_NICE": "20", "OTEL_PYTHON_ROCKSDICT_MODE": "fork"})
-    assert (bad.mode, bad.helper_nice) == ("auto", 5)
+    assert (bad.mode, bad.helper_nice) == ("auto", 19)
