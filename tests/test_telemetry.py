@@ -342,6 +342,15 @@ def test_metrics_follow_the_events(otel):
     assert otel.total("rocksdb.blob_file.live.bytes") == 260
 
 
+
+def test_no_lag_histogram_for_a_replay(otel):
+    # A replay's events are history: observed minus event time would be their age.
+    L = otel.listener(lag_metric=False)
+    feed(L, created(0, 4, T0, size=400), deleted(0, 4, T0 + 20, size=400, created_micros=T0), batch())
+    assert otel.hist_count("otel_blob.export.lag") == 0
+    assert otel.hist_count("rocksdb.blob_file.size") == 1 and otel.hist_count("rocksdb.blob_file.lifetime") == 1
+    assert len(otel.records()) == 2
+
 def _points(o: Otel) -> dict[tuple[str, frozenset], Any]:
     """Every data point by (metric, attributes): sums, or histogram count/sum/min/max/buckets (lag: count)."""
     out: dict[tuple[str, frozenset], Any] = {}
