@@ -89,7 +89,8 @@ class DirectLogger(Logger):
         self._put = queue.put
         self._resource = resource
         self._scope = scope
-        self._max_attrs = limits.max_log_record_attributes
+        n = limits.max_log_record_attributes
+        self._max_attrs = float("inf") if n is None else n  # None: no limit (the variable set to "")
         self._direct_ok = limits.max_log_record_attribute_length is None
         self.direct = 0  # records that took the short way (for tests and benchmarks)
 

@@ -144,6 +144,16 @@ def test_attribute_limits_are_the_sdks(monkeypatch, env):
     assert len(attrs) == 2 or attrs["a"] == "lon"
 
 
+def test_no_count_limit_is_no_limit(monkeypatch):
+    # OTEL_*_ATTRIBUTE_COUNT_LIMIT set to "" means no limit (the SDK's None).
+    monkeypatch.setenv("OTEL_LOGRECORD_ATTRIBUTE_COUNT_LIMIT", "")
+    kw = {"body": "b", "observed_timestamp": 7, "attributes": {f"k{i}": i for i in range(200)}}
+    dl, direct, sdk = _emit_both([kw])
+    assert dl.direct == 1
+    assert encode_logs(direct) == encode_logs(sdk)
+    assert len(direct[0].attributes) == 200
+
+
 def test_the_pipeline_uses_it_and_delivers(otlp_receiver, monkeypatch):
     from types import SimpleNamespace
 
