@@ -782,6 +782,13 @@ def new_log(db: str, real_log: RealLog, *numbers: int, tag: int) -> None:
         f.write(b"\n".join(header + body) + b"\n")
 
 
+def roll_to_new_log(db: str, real_log: RealLog, when: int, number: int, tag: int) -> str:
+    """A roll, then a new LOG with one creation (``number``); returns the rolled file's name."""
+    old = roll(db, when)
+    new_log(db, real_log, number, tag=tag)
+    return old
+
+
 def open_rolled_fds(db: str) -> int:
     n = 0
     for fd in os.listdir("/proc/self/fd"):
@@ -872,9 +879,8 @@ def test_rolled_files_are_closed_once_read_and_settled(real_log, db_copy):
     real = len(rec.created)
     numbers = []
     for i in range(100):
-        roll(db_copy, 1795702286000000 + i)
         numbers.append(991000 + i)
-        new_log(db_copy, real_log, numbers[-1], tag=100 + i)
+        roll_to_new_log(db_copy, real_log, 1795702286000000 + i, numbers[-1], tag=100 + i)
         w.drain()
     w.drain()
     w.drain()
@@ -882,9 +888,8 @@ def test_rolled_files_are_closed_once_read_and_settled(real_log, db_copy):
     w.follower.settle = 3600.0
     w.follower.max_retired_open = 5
     for i in range(100, 200):
-        roll(db_copy, 1795702286000000 + i)
         numbers.append(991000 + i)
-        new_log(db_copy, real_log, numbers[-1], tag=100 + i)
+        roll_to_new_log(db_copy, real_log, 1795702286000000 + i, numbers[-1], tag=100 + i)
         if i % 10 == 0:
             w.drain()
     w.drain()
@@ -907,9 +912,8 @@ def test_rolled_files_deleted_by_rocksdb_free_their_inodes_safely(real_log, db_c
     real = len(rec.created)
     numbers = []
     for i in range(60):
-        old = roll(db_copy, 1795702287000000 + i)
         numbers.append(992000 + i)
-        new_log(db_copy, real_log, numbers[-1], tag=300 + i)
+        old = roll_to_new_log(db_copy, real_log, 1795702287000000 + i, numbers[-1], tag=300 + i)
         w.drain()
         w.drain()
         os.unlink(old)  # trimmed: its inode is free for the next LOG
