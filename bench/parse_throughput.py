@@ -67,7 +67,7 @@ def json_loop(path: str) -> int:
 
 
 def parse_line_loop(path: str, blob_only: bool) -> int:
-    from otel_blob.events import LogDecoder, parse_line
+    from otel_blob.decode import LogDecoder, parse_line
 
     d = LogDecoder("/db", blob_only=blob_only)
     wanted, feed, n = d.wanted, d.feed, 0
@@ -80,7 +80,7 @@ def parse_line_loop(path: str, blob_only: bool) -> int:
 
 
 def decode(path: str, blob_only: bool) -> int:
-    from otel_blob.events import LogDecoder
+    from otel_blob.decode import LogDecoder
 
     d = LogDecoder("/db", blob_only=blob_only)
     n = 0
@@ -99,7 +99,7 @@ def watch_noop(dbdir: str, blob_only: bool) -> int:
 
 def check(path: str) -> dict[str, int]:
     """The fast paths give exactly what the json.loads path gives, over the whole corpus."""
-    from otel_blob import events as E
+    from otel_blob.decode import rules as E, LogDecoder
 
     payloads = mismatched = 0
     for lines in batches_of(path):
@@ -113,14 +113,14 @@ def check(path: str) -> dict[str, int]:
                 want = json.loads(payload)
             except ValueError:
                 continue
-            got = E._parse_payload(payload)
+            got = E.parse_payload(payload)
             if got.fields != want or list(got.fields or ()) != list(want):
                 mismatched += 1
     infos = 0
     for blob_only in (False, True):
         size = lambda p: len(p)  # noqa: E731 - any deterministic stand-in for stat()
-        slow = E.LogDecoder("/db", blob_only=blob_only, file_size=size)
-        fast = E.LogDecoder("/db", blob_only=blob_only, file_size=size)
+        slow = LogDecoder("/db", blob_only=blob_only, file_size=size)
+        fast = LogDecoder("/db", blob_only=blob_only, file_size=size)
         for lines in batches_of(path):
             a = [x for line in lines if (p := E.parse_line(line, slow.wanted)) for x in slow.feed(p)]
             b = fast.feed_lines(lines)

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from otel_blob.events import (
-    _BATCH_RE,
+from otel_blob.decode.rules import BATCH_EVENT_RE as _BATCH_RE
+from otel_blob.decode import (
     BlobFileCreationInfo,
     BlobFileDeletionInfo,
     LogDecoder,

@@ -17,7 +17,8 @@ import tracemalloc
 import rocksdict
 from dbutil import blob_options, quiesce, write_round
 
-from otel_blob.events import BlobFileCreationInfo, BlobFileDeletionInfo, LogDecoder, _LiveBlobFiles
+from otel_blob.decode import BlobFileCreationInfo, BlobFileDeletionInfo, LogDecoder
+from otel_blob.decode.tables import LiveBlobFiles as _LiveBlobFiles
 
 DB = "/tmp/pdb"
 T0 = 1795702285707294  # RocksDB time_micros of the real lines in test_events_parse.py

@@ -24,7 +24,7 @@ import otel_blob
 from dbutil import blob_options, quiesce, write_round
 from faults import DirsTruth, PeakRss, account, assert_exact, children_peak_rss_kb, events_from_otlp, record
 from otel_blob.export import DeliveryQueue
-from otel_blob.pipeline import Telemetry
+from otel_blob.export.pipeline import ExportPipeline, PipelineOptions
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 BIN = os.path.dirname(sys.executable)
@@ -35,14 +35,13 @@ def _test_name(request) -> str:
     return request.node.name
 
 
-def _telemetry(receiver, monkeypatch, **kw) -> Telemetry:
+def _telemetry(receiver, monkeypatch, **kw) -> ExportPipeline:
     # The OTLP exporters read their settings from os.environ, as in the CLI and the helper.
     for var, value in {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.grpc_endpoint, "OTEL_EXPORTER_OTLP_INSECURE": "true",
                        "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc", "OTEL_METRICS_EXPORTER": "none",
                        "OTEL_EXPORTER_OTLP_TIMEOUT": "2"}.items():
         monkeypatch.setenv(var, value)
-    args = SimpleNamespace(severity="info", events="blob", file_paths="full", otlp=None, console=False)
-    return Telemetry(args, os.environ, default_exporter="otlp", **kw)
+    return ExportPipeline(PipelineOptions(), os.environ, default_exporter="otlp", **kw)
 
 
 def _wait_until(predicate, timeout: float) -> bool:

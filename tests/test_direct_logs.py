@@ -1,4 +1,4 @@
-"""otel_blob.direct_logs: records put straight on the export queue are the SDK's records, byte for byte."""
+"""otel_blob.export.direct_logs: records put straight on the export queue are the SDK's records, byte for byte."""
 
 from __future__ import annotations
 
@@ -14,11 +14,11 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, set_span_in_context
 
-from otel_blob.direct_logs import DirectLogRecord, DirectLoggerProvider
-from otel_blob.events import BatchInfo, LogDecoder
+from otel_blob.export.direct_logs import DirectLogRecord, DirectLoggerProvider
+from otel_blob.decode import BatchInfo, LogDecoder
 from otel_blob.export import ReliableLogRecordProcessor
-from otel_blob.listener import deliver
-from otel_blob.otlp_encode import encode_logs
+from otel_blob.watch.listener import deliver
+from otel_blob.export.otlp_encode import encode_logs
 from otel_blob.telemetry import TelemetryListener
 
 from dbutil import blob_history
@@ -155,15 +155,13 @@ def test_no_count_limit_is_no_limit(monkeypatch):
 
 
 def test_the_pipeline_uses_it_and_delivers(otlp_receiver, monkeypatch):
-    from types import SimpleNamespace
-
-    from otel_blob.pipeline import Telemetry
+    from otel_blob.export.pipeline import ExportPipeline, PipelineOptions
 
     env = {"OTEL_EXPORTER_OTLP_ENDPOINT": otlp_receiver.grpc_endpoint, "OTEL_EXPORTER_OTLP_INSECURE": "true",
            "OTEL_METRICS_EXPORTER": "none", "OTEL_TRACES_EXPORTER": "none"}
     for k, v in env.items():  # the exporters read the process environment
         monkeypatch.setenv(k, v)
-    t = Telemetry(SimpleNamespace(), os.environ, default_exporter="otlp")
+    t = ExportPipeline(PipelineOptions(), os.environ, default_exporter="otlp")
     try:
         assert isinstance(t.logger_provider, DirectLoggerProvider)
         logger = t.logger_provider.get_logger("otel_blob", "9")

@@ -19,7 +19,7 @@ import rocksdict
 
 import otel_blob
 from dbutil import BlobDirWatch, Recorder, assert_matches_truth, blob_options, quiesce, write_round
-from otel_blob.layout import flattened_log_name
+from otel_blob.source.layout import flattened_log_name
 
 
 def run_workload(path: str, opts: rocksdict.Options, rounds: int = 4, compact: bool = True, **watch_kw) -> tuple[Recorder, otel_blob.Watch]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from hypothesis import given, settings, strategies as st
 
-from otel_blob.events import BlobFileCreationInfo, FlushJobInfo, LogDecoder, parse_line
+from otel_blob.decode import BlobFileCreationInfo, FlushJobInfo, LogDecoder, parse_line
 
 # Real lines, as RocksDB 9.8.4 (rocksdict 0.3.29) wrote them.
 SESSION = b"2026/11/26-14:11:25.698669 140189204855680 DB Session ID:  CN2K9U8BJ56CTTJF3UYO"

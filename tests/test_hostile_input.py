@@ -42,7 +42,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 import otel_blob
 from dbutil import Recorder, blob_options, quiesce, write_round
 from faults import PeakRss, account, events_from_recorder, log_scan, record
-from otel_blob.events import (
+from otel_blob.decode import (
     BlobFileCreationInfo,
     BlobFileDeletionInfo,
     CompactionJobInfo,
@@ -676,7 +676,7 @@ def test_garbage_does_not_break_the_otlp_export(real_log, db_copy, otlp_receiver
 UNREADABLE_APP = textwrap.dedent(
     """
     import json, os, sys
-    import otel_blob, otel_blob.watcher, otel_blob.follower, otel_blob.layout, otel_blob.events, otel_blob.listener
+    import otel_blob, otel_blob.watch, otel_blob.source, otel_blob.decode
     db, uid = sys.argv[1], int(sys.argv[2])
     if os.geteuid() == 0:
         # Everything is imported: become a user file modes apply to.

@@ -133,7 +133,7 @@ def test_manual_flush_span_is_parent_of_the_flush_job(tmp_path, sdk):
 def test_a_watch_that_fails_to_start_does_not_break_the_app(tmp_path, sdk, monkeypatch, caplog):
     s, inst = sdk
     inst.instrument(**s.kwargs())
-    import otel_blob.instrumentor as mod
+    import otel_blob.instrument.instrumentor as mod
 
     def boom(*a, **k):
         raise OSError("simulated")
@@ -145,7 +145,7 @@ def test_a_watch_that_fails_to_start_does_not_break_the_app(tmp_path, sdk, monke
 
 
 def test_mode_and_helper_nice_settings():
-    from otel_blob.config import Settings
+    from otel_blob.settings import Settings
 
     env = {"OTEL_PYTHON_ROCKSDICT_MODE": "process", "OTEL_PYTHON_ROCKSDICT_HELPER_NICE": "12"}
     s = Settings.resolve({}, env)

@@ -1,4 +1,4 @@
-"""otel_blob.otlp_encode writes exactly the bytes the OTLP exporter's own encoder writes."""
+"""otel_blob.export.otlp_encode writes exactly the bytes the OTLP exporter's own encoder writes."""
 
 from __future__ import annotations
 
@@ -23,9 +23,9 @@ from opentelemetry.trace import (
     Link, NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState,
 )
 
-from otel_blob.events import BatchInfo, LogDecoder, WatchInfo
-from otel_blob.listener import deliver
-from otel_blob.otlp_encode import _Encoder, encode_logs, encode_spans
+from otel_blob.decode import BatchInfo, LogDecoder, WatchInfo
+from otel_blob.watch.listener import deliver
+from otel_blob.export.otlp_encode import _Encoder, encode_logs, encode_spans
 from otel_blob.telemetry import TelemetryListener
 
 from dbutil import blob_history
@@ -135,7 +135,7 @@ def test_any_records_encode_byte_for_byte(records, two_resources):
 
 
 def test_fast_grpc_exporter_delivers_to_a_receiver(otlp_receiver):
-    from otel_blob.otlp_encode import FastOTLPLogExporter
+    from otel_blob.export.otlp_encode import FastOTLPLogExporter
 
     lp, _ = _provider(Resource({"service.name": "fast"}))
     exporter = FastOTLPLogExporter(endpoint=otlp_receiver.grpc_endpoint, insecure=True)
@@ -242,7 +242,7 @@ def test_spans_the_exporter_would_not_see_from_the_sdk_encode_byte_for_byte(capl
 
 
 def test_fast_grpc_span_exporter_delivers_to_a_receiver(otlp_receiver):
-    from otel_blob.otlp_encode import FastOTLPSpanExporter
+    from otel_blob.export.otlp_encode import FastOTLPSpanExporter
 
     tp = TracerProvider(resource=Resource({"service.name": "fast"}))
     exporter = FastOTLPSpanExporter(endpoint=otlp_receiver.grpc_endpoint, insecure=True)

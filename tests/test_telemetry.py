@@ -25,7 +25,7 @@ from opentelemetry.trace import StatusCode
 
 import otel_blob
 from dbutil import Recorder, blob_history, blob_options, quiesce, write_round
-from otel_blob.events import (
+from otel_blob.decode import (
     BatchInfo,
     BlobFileCreationInfo,
     BlobFileDeletionInfo,
@@ -36,9 +36,8 @@ from otel_blob.events import (
     TableFileCreationInfo,
     TableFileDeletionInfo,
     WatchInfo,
-    iter_infos,
 )
-from otel_blob.listener import deliver
+from otel_blob.watch.listener import deliver
 from otel_blob.telemetry import DeterministicIdGenerator, TelemetryListener, details_attributes, hash_path
 
 DB = "/data/db1"
@@ -511,7 +510,7 @@ def test_garbage_never_raises(otel):
         TableFileCreationInfo(None, None, None, None, None, None, None, None, None, None),
     ]
     for info in garbage:
-        getattr(L, otel_blob.events.callback_of(info))(info)  # must not raise
+        getattr(L, otel_blob.decode.callback_of(info))(info)  # must not raise
     for info in garbage:
         assert deliver(L, info)
     assert L.stats.callback_errors > 0 and L.stats.dropped == L.stats.callback_errors
@@ -651,7 +650,7 @@ def test_deterministic_ids_for_replays(tmp_path):
         o = Otel(id_generator=DeterministicIdGenerator())
         L = o.listener(kinds="all")
         deliver(L, WatchInfo(db_name, "LOG"))
-        for info in iter_infos(LogDecoder(db_name), lines):
+        for info in LogDecoder(db_name).feed_lines(lines):
             deliver(L, info)
         deliver(L, BatchInfo(db_name, len(lines), 0))
         deliver(L, WatchInfo(db_name, "LOG", stopped=True))

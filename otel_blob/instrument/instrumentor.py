@@ -35,12 +35,14 @@ from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type:
 from opentelemetry.instrumentation.utils import is_instrumentation_enabled, unwrap
 from wrapt import wrap_function_wrapper
 
-from .config import Settings
-from .helper import HelperClient
-from .layout import info_log_path
-from .package import _instruments
-from .telemetry import TelemetryListener, shown_path
-from .watcher import Watch, default_loop, start_watch
+from ..package import _instruments
+from ..settings import Settings
+from ..source.layout import info_log_path
+from ..telemetry.listener import TelemetryListener, shown_path
+from ..watch.api import start_watch
+from ..watch.db_watch import Watch
+from ..watch.loop import default_loop
+from .client import HelperClient
 
 _log = logging.getLogger("otel_blob")
 
@@ -64,7 +66,7 @@ class RocksdictInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         self.settings = Settings.resolve(kwargs)
         self._patched = False
         if not self.settings.enabled:
-            _log.info("otel_blob: rocksdict instrumentation disabled by configuration")
+            _log.info("rocksdict instrumentation disabled by configuration")
             return
         self._providers = {k: kwargs.get(k) for k in ("tracer_provider", "logger_provider", "meter_provider")}
         self.process_mode = self._wants_process()
@@ -122,7 +124,7 @@ class RocksdictInstrumentor(BaseInstrumentor):  # type: ignore[misc]
                 attrs = dict(res.attributes) if res is not None else {}
                 self._helper = HelperClient(self.settings, attrs, self._on_helper_failure)
             except Exception:
-                _log.warning("otel_blob: could not start the helper process; watching in-process", exc_info=True)
+                _log.warning("could not start the helper process; watching in-process", exc_info=True)
                 self._helper_failed = True
                 return None
         return self._helper
@@ -189,7 +191,7 @@ class RocksdictInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             try:
                 self._start(instance)
             except Exception:
-                _log.exception("otel_blob: could not start watching a rocksdict database")
+                _log.exception("could not start watching a rocksdict database")
 
     def _start(self, rdict: Any) -> None:
         db_path = rdict.path()
@@ -223,7 +225,7 @@ class RocksdictInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             if remote and self._helper is not None:
                 self._helper.close(log_path)  # the helper does the same; waits for its answer
         except Exception:
-            _log.exception("otel_blob: draining a closed rocksdict database failed")
+            _log.exception("draining a closed rocksdict database failed")
         return result
 
     def _manual_wrapper(self, span_name: str, kind: str) -> Any:
@@ -243,7 +245,7 @@ class RocksdictInstrumentor(BaseInstrumentor):  # type: ignore[misc]
                 sink = self._helper if remote else self.listener
                 op = sink.manual_operation(db_path, kind, ctx)
             except Exception:
-                _log.exception("otel_blob: could not trace %s", span_name)
+                _log.exception("could not trace %s", span_name)
                 return wrapped(*args, **kwargs)
             token = otel_context.attach(ctx)
             try:
@@ -273,9 +275,9 @@ class RocksdictInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             try:
                 w.stop()
             except Exception:
-                _log.exception("otel_blob: draining %s failed", w.log_path)
+                _log.exception("draining %s failed", w.log_path)
         if helper is not None:
             try:
                 helper.shutdown()
             except Exception:
-                _log.exception("otel_blob: stopping the helper process failed")
+                _log.exception("stopping the helper process failed")

@@ -36,107 +36,13 @@ import errno
 import os
 import stat
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["FileIdentity", "LogFollower", "LogProblem", "check_checkpoint"]
+from .identity import FileIdentity, check_position, identity_of
+from .layout import LIVE, split_log_name
+from .reader import LogFile, LogProblem, describe
 
-HEAD_BYTES = 128  # how much of the first line identifies a file
-READ_CHUNK = 1 << 20
-
-
-@dataclass(frozen=True)
-class FileIdentity:
-    dev: int
-    ino: int
-    head: bytes = b""  # the file's first line (up to HEAD_BYTES), b"" until written
-
-    def same_file(self, other: FileIdentity) -> bool:
-        if (self.dev, self.ino) != (other.dev, other.ino):
-            return False
-        # An inode can be reused by a new file: the first lines must agree too
-        # (one may still be a prefix of the other while the line is written).
-        a, b = self.head, other.head
-        return not a or not b or a.startswith(b) or b.startswith(a)
-
-    def to_json(self) -> dict[str, Any]:
-        return {"dev": self.dev, "ino": self.ino, "head": self.head.decode("latin-1")}
-
-    @classmethod
-    def from_json(cls, d: dict[str, Any]) -> FileIdentity:
-        return cls(int(d["dev"]), int(d["ino"]), str(d.get("head", "")).encode("latin-1"))
-
-
-@dataclass
-class LogProblem:
-    """Something the follower could not do; the caller counts and logs it."""
-
-    reason: str  # log_missing | log_unreadable | not_a_file | line_too_long | file_lost | truncated
-    path: str
-    detail: str = ""
-
-
-@dataclass
-class _OpenFile:
-    fd: int
-    ident: FileIdentity
-    name: str  # last name we saw it under
-    offset: int  # just past the last complete line handed out (what a checkpoint keeps)
-    pos: int = -1  # next byte to read; offset + len(pending) unless skipping
-    pending: bytearray = field(default_factory=bytearray)
-    skipping: bool = False  # inside a line longer than the cap: drop to its newline
-    retired_at: float | None = None  # monotonic time it was renamed away
-    last_growth: float = 0.0
-    eof_polls: int = 0  # consecutive reads that found it at its end, nothing new
-
-
-def _open_regular(path: str) -> int:
-    """Open a LOG file for reading; raise OSError with a clear message otherwise.
-
-    O_NOFOLLOW: a LOG that is a symlink is refused (it may point anywhere).
-    O_NONBLOCK: opening a FIFO must not hang the watcher.
-    """
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise OSError(errno.EINVAL, "not a regular file", path)
-        os.set_blocking(fd, True)
-        return fd
-    except BaseException:
-        os.close(fd)
-        raise
-
-
-def _uint_below(value: Any, limit: int) -> bool:
-    return type(value) is int and 0 <= value < limit
-
-
-def check_checkpoint(ckpt: Any) -> None:
-    """Raise ValueError, saying what is wrong, unless ``ckpt`` has the shape
-    :meth:`LogFollower.checkpoint` returns (a hand-edited or corrupt checkpoint
-    must be refused, not half-used)."""
-    if not isinstance(ckpt, dict):
-        raise ValueError(f"a LOG position must be an object, not {type(ckpt).__name__}")
-    wall = ckpt.get("wall_us", 0)
-    if not _uint_below(wall, 1 << 63):
-        raise ValueError(f"wall_us must be a non-negative integer, not {wall!r:.40}")
-    files = ckpt.get("files", [])
-    if not isinstance(files, list):
-        raise ValueError(f"files must be a list, not {type(files).__name__}")
-    for i, entry in enumerate(files):
-        if not isinstance(entry, dict):
-            raise ValueError(f"files[{i}] must be an object, not {type(entry).__name__}")
-        for key, limit in (("dev", 1 << 64), ("ino", 1 << 64), ("offset", 1 << 63)):
-            if not _uint_below(entry.get(key), limit):
-                raise ValueError(f"files[{i}].{key} must be a non-negative integer, not {entry.get(key)!r:.40}")
-        head = entry.get("head", "")
-        if not isinstance(head, str):
-            raise ValueError(f"files[{i}].head must be a string, not {type(head).__name__}")
-        try:
-            head.encode("latin-1")
-        except UnicodeEncodeError:
-            raise ValueError(f"files[{i}].head is not a first line this follower wrote") from None
+__all__ = ["LogFollower", "LogProblem"]
 
 
 def _lstat(path: str) -> os.stat_result | None:
@@ -146,23 +52,13 @@ def _lstat(path: str) -> os.stat_result | None:
         return None
 
 
-def _describe(exc: OSError) -> str:
-    if exc.errno == errno.ELOOP:
-        return "is a symbolic link (refused)"
-    if exc.errno == errno.EACCES:
-        return "permission denied"
-    if exc.errno == errno.ENOENT:
-        return "does not exist"
-    return exc.strerror or str(exc)
-
-
 class LogFollower:
     """Follows ``log_path`` (the live name of a RocksDB info LOG).
 
     ``start`` is ``"start"`` (the live file from its first byte), ``"end"``
     (from its end: only what is written from now on) or a dict from
     :meth:`checkpoint` (one of another shape raises ValueError: see
-    :func:`check_checkpoint`).
+    :func:`~otel_blob.source.identity.check_position`).
     """
 
     def __init__(
@@ -180,7 +76,6 @@ class LogFollower:
         self.path = os.path.abspath(log_path)
         self.dir, self.base = os.path.split(self.path)
         self._dir_prefix = os.path.join(self.dir, "")
-        self._old_prefix = self.base + ".old."
         self.max_line = max_line
         self.grace = grace
         self.max_batch = max_batch
@@ -193,8 +88,8 @@ class LogFollower:
         # Wall time (µs) before the last look at the directory: a LOG.old.<µs> newer
         # than this may hold lines never read (the checkpoint's "wall_us").
         self._looked_us = time.time_ns() // 1000
-        self._current: _OpenFile | None = None
-        self._retired: list[_OpenFile] = []
+        self._current: LogFile | None = None
+        self._retired: list[LogFile] = []
         # Files read to the end or older than where we started: never read again.
         self._done: dict[tuple[int, int], FileIdentity] = {}  # by (dev, ino)
         self._missing_reported = False
@@ -206,7 +101,7 @@ class LogFollower:
         self._open_errors: set[tuple[str, str]] = set()
         # path -> (inode hint, (dev, ino)) of listed files we follow or finished.
         self._names: dict[str, tuple[int, tuple[int, int]]] = {}
-        self._unplaced: _OpenFile | None = None  # the last live file, while no new live file is open
+        self._unplaced: LogFile | None = None  # the last live file, while no new live file is open
         if isinstance(start, dict):
             self._resume(start)
         else:
@@ -230,31 +125,14 @@ class LogFollower:
             return []
         self._listing_error = None
         out = []
-        base, prefix, n, into = self.base, self._old_prefix, len(self._old_prefix), self._dir_prefix
+        base, into = self.base, self._dir_prefix
         for name, ino in entries:
-            if name == base:
-                out.append((1 << 64, into + name, ino))
-            elif name.startswith(prefix):
-                suffix = name[n:]
-                if suffix.isascii() and suffix.isdigit():
-                    out.append((int(suffix), into + name, ino))
+            if name.startswith(base):  # cheap test first: most entries are SST and blob files
+                live, order = split_log_name(name)
+                if live == base:
+                    out.append((order, into + name, ino))
         out.sort()
         return out
-
-    def _identity(self, path: str, fd: int | None = None) -> FileIdentity | None:
-        try:
-            st = os.fstat(fd) if fd is not None else os.stat(path, follow_symlinks=False)
-            if fd is None and not stat.S_ISREG(st.st_mode):
-                return None
-            if fd is not None:
-                head = os.pread(fd, HEAD_BYTES, 0)
-            else:
-                with open(path, "rb") as f:
-                    head = f.read(HEAD_BYTES)
-        except OSError:
-            return None
-        nl = head.find(b"\n")
-        return FileIdentity(st.st_dev, st.st_ino, head[:nl] if nl >= 0 else b"")
 
     def _problem(self, reason: str, path: str, detail: str = "") -> None:
         self.problems.append(LogProblem(reason, path, detail))
@@ -273,7 +151,7 @@ class LogFollower:
             return False
         if not ident.head:
             return False  # nothing to compare: read it rather than risk skipping a new file
-        now = self._identity(path)
+        now = identity_of(path)
         if now is None or not now.head:
             return None  # gone, or a new file whose first line is not written yet: decide later
         return ident.same_file(now)
@@ -283,12 +161,12 @@ class LogFollower:
     def _begin(self, at_end: bool) -> None:
         for _order, path, _hint in self._listing():
             if path != self.path:
-                ident = self._identity(path)
+                ident = identity_of(path)
                 if ident is not None:
                     self._mark_done(ident)
         if self._listing_error is not None:
             self._missing_reported = True
-            self._problem("log_missing", self.dir, f"directory {_describe(self._listing_error)}")
+            self._problem("log_missing", self.dir, f"directory {describe(self._listing_error)}")
             return
         opened = self._open(self.path, 0, report_missing=True)
         if opened is None:
@@ -302,12 +180,12 @@ class LogFollower:
         self._current = opened
 
     def _resume(self, ckpt: dict[str, Any]) -> None:
-        check_checkpoint(ckpt)
+        check_position(ckpt)
         saved = [(FileIdentity.from_json(e), int(e["offset"])) for e in ckpt.get("files", [])]
         since = int(ckpt.get("wall_us", 0))
         found: set[int] = set()
         for order, path, _hint in self._listing():
-            ident = self._identity(path)
+            ident = identity_of(path)
             if ident is None:
                 continue
             match = next((i for i, (sid, _off) in enumerate(saved) if sid.same_file(ident)), None)
@@ -330,9 +208,9 @@ class LogFollower:
             if i not in found:
                 self._problem("file_lost", self.path, f"a LOG file being read at offset {off} was deleted")
 
-    def _open(self, path: str, offset: int, report_missing: bool = False) -> _OpenFile | None:
+    def _open(self, path: str, offset: int, report_missing: bool = False) -> LogFile | None:
         try:
-            fd = _open_regular(path)
+            return LogFile.open(path, offset)
         except OSError as exc:
             if exc.errno == errno.ENOENT and not report_missing:
                 return None
@@ -345,10 +223,8 @@ class LogFollower:
             reason = "not_a_file" if exc.errno in (errno.ELOOP, errno.EINVAL) else "log_unreadable"
             if (reason, path) not in self._open_errors:  # once, not at every poll
                 self._open_errors.add((reason, path))
-                self._problem(reason, path, _describe(exc))
+                self._problem(reason, path, describe(exc))
             return None
-        ident = self._identity(path, fd) or FileIdentity(0, 0)
-        return _OpenFile(fd, ident, path, offset, offset, last_growth=time.monotonic())
 
     # -- reading ------------------------------------------------------------
 
@@ -500,7 +376,7 @@ class LogFollower:
         self._names = names
         return opened
 
-    def _check_gap(self, previous: _OpenFile, present: set[tuple[int, int]]) -> None:
+    def _check_gap(self, previous: LogFile, present: set[tuple[int, int]]) -> None:
         """The file we were reading was renamed *and deleted* before we saw its new
         name: RocksDB deletes the oldest rolled files first (``keep_log_file_num``),
         so every file rolled between it and the oldest one left may be gone unread.
@@ -519,70 +395,8 @@ class LogFollower:
             "deleted unread (the reader was more than keep_log_file_num files behind)",
         )
 
-    def _read(self, f: _OpenFile, lines: list[bytes], budget: list[int], final: bool) -> None:
-        if f.fd < 0:
-            return
-        if not f.ident.head:
-            ident = self._identity(f.name, f.fd)
-            if ident is not None:
-                f.ident = ident
-        try:
-            size = os.fstat(f.fd).st_size
-        except OSError:
-            return
-        if size < f.pos:
-            # Truncated in place (RocksDB never does; a tool might): start over.
-            self._problem("truncated", f.name, f"size {size} < offset {f.pos}")
-            f.pos = f.offset = 0
-            f.pending, f.skipping = bytearray(), False
-        grew = False
-        while f.pos < size and budget[0] > 0:
-            try:
-                chunk = os.pread(f.fd, min(READ_CHUNK, size - f.pos), f.pos)
-            except OSError as exc:
-                self._problem("log_unreadable", f.name, _describe(exc))
-                return
-            if not chunk:
-                break
-            f.pos += len(chunk)
-            budget[0] -= len(chunk)
-            self.bytes_read += len(chunk)
-            f.last_growth = time.monotonic()
-            grew = True
-            self._split(f, chunk, lines)
-        if grew or f.pos < size:
-            f.eof_polls = 0
-        else:
-            f.eof_polls += 1
-        if final and f.pos >= size and (f.pending or f.skipping):
-            # The writer is gone (closed DB, crash): a partial last line is all there is.
-            if f.pending:
-                lines.append(bytes(f.pending))
-            f.offset = f.pos
-            f.pending, f.skipping = bytearray(), False
-
-    def _split(self, f: _OpenFile, chunk: bytes, lines: list[bytes]) -> None:
-        """Append the complete lines of ``chunk`` (which ends at ``f.pos``) to ``lines``."""
-        parts = chunk.split(b"\n")
-        tail = parts.pop()
-        if parts:
-            if f.skipping:  # the rest of an over-long line
-                del parts[0]
-                f.skipping = False
-            elif f.pending:
-                parts[0] = bytes(f.pending) + parts[0]
-                f.pending = bytearray()
-            f.offset = f.pos - len(tail)
-            if parts and max(map(len, parts)) > self.max_line:
-                for part in [p for p in parts if len(p) > self.max_line]:
-                    self._problem("line_too_long", f.name, f"{len(part)} bytes (cap {self.max_line})")
-                parts = [p for p in parts if len(p) <= self.max_line]
-            lines.extend(parts)
-        if tail and not f.skipping:
-            f.pending += tail
-            if len(f.pending) > self.max_line:
-                self._problem("line_too_long", f.name, f"over {self.max_line} bytes without newline")
-                f.pending, f.skipping = bytearray(), True
+    def _read(self, f: LogFile, lines: list[bytes], budget: list[int], final: bool) -> None:
+        self.bytes_read += f.read(lines, budget, final, self.max_line, self.problems)
 
     def _expire(self, lines: list[bytes], final: bool) -> None:
         """Close renamed-away files that are done.
@@ -606,17 +420,16 @@ class LogFollower:
         excess = len(keep) - self.max_retired_open
         if excess > 0:
             # Oldest first; only files read to their end (nothing lost by closing them).
-            for f in sorted((f for f in keep if f.eof_polls >= 1 and not f.pending and not f.skipping),
+            for f in sorted((f for f in keep if f.idle),
                             key=lambda f: f.retired_at or 0.0)[:excess]:
                 self._close_retired(f, lines)
             keep = [f for f in keep if f.fd >= 0]
         self._retired = keep
 
-    def _close_retired(self, f: _OpenFile, lines: list[bytes]) -> None:
+    def _close_retired(self, f: LogFile, lines: list[bytes]) -> None:
         # The writer is gone: a partial last line is all there will be.
         self._read(f, lines, [self.max_batch], final=True)
-        os.close(f.fd)
-        f.fd = -1
+        f.close()
         self._mark_done(f.ident)
 
     # -- state --------------------------------------------------------------
@@ -658,7 +471,5 @@ class LogFollower:
 
     def close(self) -> None:
         for f in self._retired + ([self._current] if self._current else []):
-            if f.fd >= 0:
-                os.close(f.fd)
-                f.fd = -1
+            f.close()
         self._retired, self._current = [], None

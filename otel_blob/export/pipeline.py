@@ -1,11 +1,11 @@
 """The OpenTelemetry pipeline a process of ours owns: providers, exporters, processors.
 
 The sidecar CLI (``otel-blob watch/replay/demo``) and the instrumentation's helper
-process (:mod:`otel_blob.helper`) do not share an application's providers: they
+process (:mod:`otel_blob.instrument.server`) do not share an application's providers: they
 build their own from OpenTelemetry's environment variables
 (``OTEL_EXPORTER_OTLP_*``, ``OTEL_{TRACES,LOGS,METRICS}_EXPORTER``,
 ``OTEL_SERVICE_NAME``, ``OTEL_RESOURCE_ATTRIBUTES``) with the processors of
-:mod:`otel_blob.export` -- sized queues, retries while the Collector is away,
+:mod:`otel_blob.export.queue` -- sized queues, retries while the Collector is away,
 counted drops, and backpressure on the LOG reader.
 """
 
@@ -13,20 +13,20 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from importlib import import_module
 from typing import Any, Mapping
 
+from ..telemetry.listener import DeterministicIdGenerator, TelemetryListener
+from ..watch.listener import EventListener
 from .direct_logs import DirectLoggerProvider
-from .export import DeliveryQueue, ReliableLogRecordProcessor, ReliableSpanProcessor, all_have_room
-from .listener import EventListener
-from .telemetry import DeterministicIdGenerator, TelemetryListener
+from .queue import DEFAULT_QUEUE, DeliveryQueue, ReliableLogRecordProcessor, ReliableSpanProcessor, all_have_room
 
-__all__ = ["Telemetry", "UsageError", "otlp_configured"]
+__all__ = ["ExportPipeline", "PipelineOptions", "UsageError", "otlp_configured"]
 
 _log = logging.getLogger("otel_blob")
 
 DEFAULT_SERVICE_NAME = "otel-blob"
-QUEUE_SIZE = 32768  # items per signal: a 10,000-event burst read at once fits; ~100 MB at worst
 
 
 class UsageError(Exception):
@@ -36,8 +36,20 @@ class UsageError(Exception):
 _SIGNALS = ("traces", "logs", "metrics")
 
 
-def otlp_configured(args: Any, environ: Mapping[str, str]) -> bool:
-    if getattr(args, "otlp", None):
+@dataclass(frozen=True)
+class PipelineOptions:
+    """What a process of ours wants from its pipeline (the CLI's flags, the helper's hello)."""
+
+    severity: str = "info"
+    events: str = "blob"
+    file_paths: str = "full"
+    otlp: str | None = None  # the OTLP endpoint, over OTEL_EXPORTER_OTLP_ENDPOINT
+    console: bool = False  # the CLI prints lines instead: no exporters
+    lag_metric: bool = True  # see TelemetryListener (False for a replay of history)
+
+
+def otlp_configured(endpoint: str | None, environ: Mapping[str, str]) -> bool:
+    if endpoint:
         return True
     return any(environ.get(v) for v in (
         "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
@@ -79,7 +91,7 @@ def _otlp_exporter(signal_name: str, endpoint: str | None, environ: Mapping[str,
         if endpoint:
             kwargs["endpoint"] = endpoint.rstrip("/") + "/v1/" + signal_name
     # gRPC spans and logs: the same bytes as the stock exporters', encoded ~5x cheaper
-    # (otel_blob.otlp_encode).
+    # (otlp_encode).
     if signal_name == "traces":
         if proto == "grpc":
             from .otlp_encode import FastOTLPSpanExporter as cls
@@ -113,7 +125,7 @@ def _resource(environ: Mapping[str, str]) -> Any:
     return Resource(attrs, res.schema_url)
 
 
-class Telemetry:
+class ExportPipeline:
     """Tracer, logger and meter providers, their exporters and the TelemetryListener.
 
     ``default_exporter`` is what a signal uses when ``OTEL_<SIGNAL>_EXPORTER`` is
@@ -121,12 +133,11 @@ class Telemetry:
     for the demo without an endpoint. ``resource_attributes`` replace the
     resource from the environment (the helper process exports as its application).
     ``accepting(timeout)`` is the backpressure the event source honours.
-    ``lag_metric``: see :class:`~otel_blob.telemetry.TelemetryListener` (False in replay).
     """
 
-    def __init__(self, args: Any, environ: Mapping[str, str], *, default_exporter: str,
-                 resource_attributes: Mapping[str, Any] | None = None, queue_size: int = QUEUE_SIZE,
-                 shutdown_timeout: float = 30.0, lag_metric: bool = True) -> None:
+    def __init__(self, options: PipelineOptions, environ: Mapping[str, str], *, default_exporter: str,
+                 resource_attributes: Mapping[str, Any] | None = None, queue_size: int = DEFAULT_QUEUE,
+                 shutdown_timeout: float = 30.0) -> None:
         from opentelemetry.sdk._logs import LoggerProvider
         from opentelemetry.sdk._logs.export import ConsoleLogRecordExporter
         from opentelemetry.sdk.metrics import MeterProvider
@@ -138,11 +149,11 @@ class Telemetry:
         kinds = {s: _exporter_kind(s, environ, default_exporter) for s in _SIGNALS}
         for s in _SIGNALS:
             _protocol(s, environ)  # a bad value is an error even when this signal is not exported
-        if getattr(args, "console", False):
+        if options.console:
             kinds = {s: "none" for s in _SIGNALS}  # --console prints instead of exporting
         self.kinds = kinds
         self.exporting = any(k != "none" for k in kinds.values())
-        endpoint = getattr(args, "otlp", None)
+        endpoint = options.otlp
         # Build every exporter first: a bad protocol value fails before anything starts.
         exporters: dict[str, Any] = {}
         for s, k in kinds.items():
@@ -180,11 +191,11 @@ class Telemetry:
                 tracer_provider=self.tracer_provider,
                 logger_provider=self.logger_provider,
                 meter_provider=self.meter_provider,
-                severity=getattr(args, "severity", "info") or "info",
-                kinds=getattr(args, "events", "blob") or "blob",
-                file_paths=getattr(args, "file_paths", "full") or "full",
+                severity=options.severity,
+                kinds=options.events,
+                file_paths=options.file_paths,
                 backpressure=self.accepting,
-                lag_metric=lag_metric,
+                lag_metric=options.lag_metric,
             )
         self._shut = False
 
@@ -195,6 +206,14 @@ class Telemetry:
     def accepting(self, timeout: float | None = 0.0) -> bool:
         """True when every export queue has room (waits up to ``timeout``; None: forever)."""
         return all_have_room(self.queues, timeout)
+
+    def marks(self) -> tuple[int, ...]:
+        """Items handed to each export queue so far (see :class:`~otel_blob.watch.positions.Positions`)."""
+        return tuple(q.enqueued for q in self.queues)
+
+    def delivered(self) -> tuple[int, ...]:
+        """Items each export queue delivered so far, in the order they were handed over."""
+        return tuple(q.exported for q in self.queues)
 
     def dropped(self) -> int:
         return sum(sum(q.dropped.values()) for q in self.queues)

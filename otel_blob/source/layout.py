@@ -1,6 +1,7 @@
-"""Where RocksDB puts things: the info LOG's name, the persisted options, blob files.
+"""Where RocksDB puts things: the info LOG's names, the persisted options, blob files.
 
-Stdlib only. See ``../shared/rocksdb-log-facts.md`` for the measured facts.
+Stdlib only. The naming rules come from RocksDB's ``file/filename.cc`` (``InfoLogFileName``,
+``OldInfoLogFileName``, ``InfoLogPrefix``) and were checked against real databases.
 """
 
 from __future__ import annotations
@@ -9,13 +10,20 @@ import os
 import re
 
 __all__ = [
+    "LIVE",
     "WatchError",
     "blob_files",
+    "file_size",
     "flattened_log_name",
     "info_log_path",
     "is_rocksdb_dir",
+    "log_files",
     "persisted_db_options",
+    "split_log_name",
 ]
+
+# The order of the live LOG among its rolled files (``<name>.old.<epoch µs>``): after all of them.
+LIVE = 1 << 64
 
 _BLOB_RE = re.compile(r"^(\d+)\.blob$")
 _OPTIONS_RE = re.compile(r"^OPTIONS-(\d+)$")
@@ -85,6 +93,28 @@ def info_log_path(db_path: str, log_dir: str | None = None) -> str:
         if os.path.exists(path):
             return path
     return candidates[0]
+
+
+def split_log_name(name: str) -> tuple[str, int]:
+    """``(live name, order)`` of a LOG file name: ``LOG.old.1700000000000000`` -> ``("LOG", 1700000000000000)``
+    (RocksDB renames a rolled or replaced LOG with the epoch microseconds of the rename), a live name ->
+    ``(name, LIVE)``. Files of one LOG sort oldest first by ``order``."""
+    head, sep, tail = name.rpartition(".old.")
+    if sep and head and tail.isascii() and tail.isdigit():
+        return head, int(tail)
+    return name, LIVE
+
+
+def log_files(directory: str, live_name: str = "LOG") -> list[str]:
+    """Paths of the LOG files named ``live_name`` (live and rolled) in ``directory``, oldest first.
+
+    Raises OSError if the directory cannot be listed."""
+    found = []
+    for name in os.listdir(directory):
+        base, order = split_log_name(name)
+        if base == live_name:
+            found.append((order, os.path.join(directory, name)))
+    return [path for _order, path in sorted(found)]
 
 
 def is_rocksdb_dir(path: str) -> bool:

@@ -38,7 +38,7 @@ from opentelemetry.context import Context, attach, detach, set_value
 from opentelemetry.sdk._logs import LogRecordProcessor
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 
-__all__ = ["DeliveryQueue", "ReliableLogRecordProcessor", "ReliableSpanProcessor"]
+__all__ = ["DEFAULT_QUEUE", "DeliveryQueue", "ReliableLogRecordProcessor", "ReliableSpanProcessor", "all_have_room"]
 
 _log = logging.getLogger("otel_blob")
 
@@ -47,7 +47,7 @@ try:  # the key the SDK's own processors set so exporters' HTTP/gRPC calls are n
 except ImportError:  # pragma: no cover
     _SUPPRESS = "suppress_instrumentation"
 
-DEFAULT_QUEUE = 32768  # items; a 10,000-event burst read in one poll fits with room to spare
+DEFAULT_QUEUE = 32768  # items per signal; a 10,000-event burst read in one poll fits; ~100 MB at worst
 DEFAULT_BATCH = 1024
 DEFAULT_DELAY = 0.2  # seconds between exports when the queue holds less than a batch
 RETRY_FIRST = 0.5  # seconds before the first retry of a refused batch
@@ -171,7 +171,7 @@ class DeliveryQueue:
         try:
             self.exporter.shutdown()
         except Exception:
-            _log.debug("otel_blob: %s exporter shutdown failed", self.signal, exc_info=True)
+            _log.debug("%s exporter shutdown failed", self.signal, exc_info=True)
 
     # -- the worker -----------------------------------------------------------------
 
@@ -196,7 +196,7 @@ class DeliveryQueue:
             try:
                 ok = _ok(self.exporter.export(batch))
             except Exception:
-                _log.debug("otel_blob: %s exporter raised", self.signal, exc_info=True)
+                _log.debug("%s exporter raised", self.signal, exc_info=True)
                 ok = False
             finally:
                 detach(token)
@@ -208,7 +208,7 @@ class DeliveryQueue:
                     return
                 self.failed_exports += 1
                 if self.failed_exports <= 3 or self.failed_exports % 100 == 0:
-                    _log.warning("otel_blob: exporting %d %s failed (failure %d); retrying in %.1f s, "
+                    _log.warning("exporting %d %s failed (failure %d); retrying in %.1f s, "
                                  "%d waiting", len(batch), self.signal, self.failed_exports, delay, self.backlog)
                 if self._closing and time.monotonic() + delay > self._deadline:
                     # Shutting down and out of time: the caller counts what is left.
@@ -224,12 +224,12 @@ class DeliveryQueue:
             self.dropped[reason] += n
             total = sum(self.dropped.values())
         if total <= n or total // 1000 != (total - n) // 1000:
-            _log.warning("otel_blob: dropped %d %s (%s); %d dropped in all", n, self.signal, reason, total)
+            _log.warning("dropped %d %s (%s); %d dropped in all", n, self.signal, reason, total)
         if self.on_drop is not None:
             try:
                 self.on_drop(self.signal, reason, n)
             except Exception:
-                _log.debug("otel_blob: on_drop failed", exc_info=True)
+                _log.debug("on_drop failed", exc_info=True)
 
     def stats(self) -> dict[str, Any]:
         return {"enqueued": self.enqueued, "exported": self.exported, "backlog": self.backlog,

@@ -51,7 +51,7 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.trace import NonRecordingSpan, Span, SpanContext, Status, StatusCode
 
-from .events import (
+from ..decode.info import (
     BatchInfo,
     BlobFileCreationInfo,
     BlobFileDeletionInfo,
@@ -63,7 +63,7 @@ from .events import (
     TableFileDeletionInfo,
     WatchInfo,
 )
-from .listener import EventListener
+from ..watch.listener import EventListener
 
 __all__ = [
     "DeterministicIdGenerator",
@@ -556,7 +556,7 @@ class TelemetryListener(EventListener):
         st.callback_errors += 1
         st.dropped += 1
         if st.callback_errors <= 5 or st.callback_errors % 1000 == 0:
-            _log.warning("otel_blob: telemetry listener failed in %s (failure %d)", where, st.callback_errors, exc_info=True)
+            _log.warning("telemetry listener failed in %s (failure %d)", where, st.callback_errors, exc_info=True)
         try:
             self._m_dropped.add(1, {"reason": "listener_error"})
         except Exception:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Iterable
 
-from .events import (
+from ..decode.info import (
     BatchInfo,
     BlobFileCreationInfo,
     BlobFileDeletionInfo,

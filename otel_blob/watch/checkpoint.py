@@ -1,17 +1,17 @@
-"""The ``otel-blob watch --checkpoint FILE`` file: how far each LOG was delivered.
+"""A checkpoint file (``otel-blob watch --checkpoint FILE``): how far each LOG was delivered.
 
 Format (JSON)::
 
-    {"version": 1,
-     "dbs": {"/abs/db/path": {<LogFollower.checkpoint()>, "decoder": {<decoder state>}}}}
+    {"version": 1, "dbs": {"/abs/db/path": <Watch.checkpoint()>}}
 
-A follower checkpoint names every LOG file being read by its identity (device,
-inode, first line) and the offset just past the last line delivered, so a
-watcher restarted from it resumes there even if RocksDB renamed the files to
-``LOG.old.*`` meanwhile. ``decoder`` is the little state the LOG decoder keeps
-(session id, which job is a flush or a compaction of which column family, the
-live blob files): without it a job that started before the checkpoint would
-have its blob files reported with ``reason=unknown`` after a restart.
+A watch's checkpoint (:meth:`otel_blob.watch.db_watch.Watch.checkpoint`) names every
+LOG file being read by its identity (device, inode, first line) and the offset
+just past the last line delivered, so a watcher restarted from it resumes there
+even if RocksDB renamed the files to ``LOG.old.*`` meanwhile; with it the
+decoder's state (session id, which job is a flush or a compaction of which column
+family, the live blob files: without it a job that started before the
+checkpoint would have its blob files reported with ``reason=unknown`` after a
+restart) and the jobs open at that point.
 
 Writes are atomic: a temporary file in the same directory, ``fsync``,
 ``os.replace`` over the old file, ``fsync`` of the directory. A reader sees the
@@ -184,8 +184,3 @@ class CheckpointFile:
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
-
-
-# -- the decoder's state ------------------------------------------------------
-# LogDecoder keeps it in private attributes; these two functions are the only
-# place that knows them (ask for LogDecoder.state()/restore() to replace them).

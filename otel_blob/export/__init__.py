@@ -1,0 +1,21 @@
+"""Step 5 of the data's way: getting telemetry out -- queues, exporters, providers.
+
+``queue`` -- sized, retrying export queues with backpressure and counted drops;
+``direct_logs`` and ``otlp_encode`` -- the cheap paths for our own records (the
+only modules that touch private names of the SDK's exporters); ``pipeline`` --
+the providers a process of ours (the CLI, the helper) builds from the
+``OTEL_*`` environment.
+"""
+
+from .pipeline import ExportPipeline, PipelineOptions, UsageError, otlp_configured
+from .queue import DeliveryQueue, ReliableLogRecordProcessor, ReliableSpanProcessor
+
+__all__ = [
+    "DeliveryQueue",
+    "ExportPipeline",
+    "PipelineOptions",
+    "ReliableLogRecordProcessor",
+    "ReliableSpanProcessor",
+    "UsageError",
+    "otlp_configured",
+]

@@ -1,0 +1,209 @@
+"""Every setting of otel_blob, declared once: name, environment variable, parser, default, meaning.
+
+Two families:
+
+* :data:`INSTRUMENTATION` -- ``OTEL_PYTHON_ROCKSDICT_*``, read by the rocksdict
+  instrumentation (``RocksdictInstrumentor().instrument(**kwargs)``) and passed on
+  to its helper process. Precedence: keyword argument > environment variable >
+  default; a value that cannot be understood logs a warning naming the variable
+  and the default is used (a typo in the environment never breaks the application).
+* :data:`CLI` -- ``OTEL_BLOB_*``, read by ``otel-blob``. Precedence: flag >
+  environment variable > default; a bad value is a usage error (exit 2).
+
+An empty variable is an unset one. ``docs/settings.md`` is checked against this
+module by the test suite. Stdlib only.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+__all__ = [
+    "CLI",
+    "DEFAULT_POLL_INTERVAL",
+    "INSTRUMENTATION",
+    "Setting",
+    "Settings",
+    "parse_bool",
+]
+
+_log = logging.getLogger("otel_blob")
+
+DEFAULT_POLL_INTERVAL = 0.01  # s between reads of a LOG that must be polled (inotify needs none)
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def parse_bool(raw: str) -> bool:
+    v = raw.strip().lower()
+    if v in _TRUE:
+        return True
+    if v in _FALSE:
+        return False
+    raise ValueError("expected true or false")
+
+
+parse_bool.expected = "true or false"  # type: ignore[attr-defined]
+
+
+def choice(*allowed: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        v = raw.strip().lower()
+        if v not in allowed:
+            raise ValueError("expected one of " + ", ".join(allowed))
+        return v
+
+    parse.expected = " | ".join(allowed)  # type: ignore[attr-defined]
+    return parse
+
+
+def seconds(lo: float, hi: float) -> Callable[[str], float]:
+    def parse(raw: str) -> float:
+        try:
+            v = float(raw)
+        except ValueError:
+            raise ValueError(f"expected seconds from {lo:g} to {hi:g}") from None
+        if not lo <= v <= hi:  # NaN fails both
+            raise ValueError(f"expected seconds from {lo:g} to {hi:g}")
+        return v
+
+    parse.expected = f"seconds from {lo:g} to {hi:g}"  # type: ignore[attr-defined]
+    return parse
+
+
+def integer(lo: int, hi: int) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        try:
+            v = int(raw)
+        except ValueError:
+            raise ValueError(f"expected an integer from {lo} to {hi}") from None
+        if not lo <= v <= hi:
+            raise ValueError(f"expected an integer from {lo} to {hi}")
+        return v
+
+    parse.expected = f"an integer from {lo} to {hi}"  # type: ignore[attr-defined]
+    return parse
+
+
+def path(raw: str) -> str:
+    return raw
+
+
+path.expected = "a path"  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One setting: ``name`` is the keyword argument (and the CLI option's dest)."""
+
+    name: str
+    env: str
+    parse: Callable[[str], Any]
+    default: Any
+    doc: str
+
+    @property
+    def expected(self) -> str:
+        return getattr(self.parse, "expected", "")
+
+    def from_env(self, environ: Mapping[str, str]) -> Any:
+        """The variable's value parsed, or None when unset or empty (ValueError if bad)."""
+        raw = environ.get(self.env)
+        if raw is None or not raw.strip():
+            return None
+        return self.parse(raw)
+
+
+_SEVERITY = choice("info", "debug")
+_EVENTS = choice("blob", "all")
+_FILE_PATHS = choice("full", "hash", "none")
+_POLL = seconds(0.001, 10)
+
+INSTRUMENTATION: tuple[Setting, ...] = (
+    Setting("enabled", "OTEL_PYTHON_ROCKSDICT_ENABLED", parse_bool, True,
+            "switch the instrumentation on or off"),
+    Setting("severity", "OTEL_PYTHON_ROCKSDICT_SEVERITY", _SEVERITY, "info",
+            "severity of blob file log records (failures are always WARN)"),
+    Setting("events", "OTEL_PYTHON_ROCKSDICT_EVENTS", _EVENTS, "blob",
+            "`blob`: blob file records and the job spans they belong to; `all`: every job span and table file "
+            "span events too"),
+    Setting("poll_interval", "OTEL_PYTHON_ROCKSDICT_POLL_INTERVAL", _POLL, DEFAULT_POLL_INTERVAL,
+            "seconds between two reads when the LOG must be polled; on Linux the watcher otherwise sleeps on "
+            "inotify and reads as soon as RocksDB writes"),
+    Setting("file_paths", "OTEL_PYTHON_ROCKSDICT_FILE_PATHS", _FILE_PATHS, "full",
+            "how file and DB paths are recorded: as they are, a SHA-256 prefix, or not at all"),
+    Setting("mode", "OTEL_PYTHON_ROCKSDICT_MODE", choice("auto", "thread", "process"), "auto",
+            "`process`: a helper process follows the LOGs and exports; `thread`: a thread of the application, "
+            "through its providers; `auto`: `process` under `opentelemetry-instrument` unless providers are "
+            "passed to `instrument()`, else `thread`"),
+    Setting("helper_nice", "OTEL_PYTHON_ROCKSDICT_HELPER_NICE", integer(0, 19), 19,
+            "niceness of the helper process: 19 lets it use only the CPU the application leaves (no slowdown "
+            "of a CPU-bound writer; events wait while every core is busy); 0 competes as an equal "
+            "(bench/README.md)"),
+)
+
+CLI: tuple[Setting, ...] = (
+    Setting("checkpoint", "OTEL_BLOB_CHECKPOINT", path, None,
+            "persist how far each LOG was delivered; resume from it"),
+    Setting("checkpoint_interval", "OTEL_BLOB_CHECKPOINT_INTERVAL", seconds(0.01, 60), 0.5,
+            "at most one checkpoint write per interval"),
+    Setting("log_dir", "OTEL_BLOB_LOG_DIR", path, None,
+            "RocksDB's db_log_dir, when the LOG is not in DB_DIR (default: read from the database's OPTIONS file)"),
+    Setting("from_start", "OTEL_BLOB_FROM_START", parse_bool, False,
+            "read the current LOG from its start, not its end (a checkpoint wins)"),
+    Setting("poll_interval", "OTEL_BLOB_POLL_INTERVAL", _POLL, DEFAULT_POLL_INTERVAL,
+            "seconds between two reads of a LOG that must be polled (inotify wakes the watcher otherwise)"),
+    Setting("exit_on_missing", "OTEL_BLOB_EXIT_ON_MISSING", parse_bool, False,
+            "exit (status 1) when a database directory disappears, instead of waiting for it"),
+    Setting("console", "OTEL_BLOB_CONSOLE", parse_bool, False,
+            "print one line per blob file event instead of exporting"),
+    Setting("severity", "OTEL_BLOB_SEVERITY", _SEVERITY, "info",
+            "severity of blob file log records: info or debug"),
+    Setting("events", "OTEL_BLOB_EVENTS", _EVENTS, "blob",
+            "blob: blob file events and their jobs; all: also table files and every job"),
+    Setting("file_paths", "OTEL_BLOB_FILE_PATHS", _FILE_PATHS, "full",
+            "full, hash or none: how file and DB paths are recorded"),
+    Setting("stat_files", "OTEL_BLOB_STAT_FILES", parse_bool, False,
+            "record blob files' sizes on disk (stat when the event is read); makes re-exports differ when a file "
+            "was deleted meanwhile"),
+    Setting("progress", "OTEL_BLOB_PROGRESS", choice("auto", "always", "never"), "auto",
+            "replay's progress bar on stderr: auto (on a terminal), always, never"),
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The instrumentation's settings (:data:`INSTRUMENTATION`), resolved."""
+
+    enabled: bool = True
+    severity: str = "info"
+    events: str = "blob"
+    poll_interval: float = DEFAULT_POLL_INTERVAL
+    file_paths: str = "full"
+    mode: str = "auto"
+    helper_nice: int = 19
+
+    @classmethod
+    def resolve(cls, kwargs: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for s in INSTRUMENTATION:
+            given = kwargs.get(s.name)
+            try:
+                if given is not None:
+                    where = f"keyword argument {s.name}"
+                    values[s.name] = given if isinstance(given, bool) and s.parse is parse_bool else s.parse(str(given))
+                else:
+                    where = s.env
+                    value = s.from_env(env)
+                    if value is not None:
+                        values[s.name] = value
+            except (ValueError, TypeError):
+                raw = given if given is not None else env.get(s.env)
+                _log.warning("ignoring %s=%r (expected %s); using the default %r", where, raw, s.expected, s.default)
+        return cls(**values)
+
