@@ -35,7 +35,7 @@ process (or library) writes, from the end of its LOG unless ``from_start=True``.
 
 The package is laid out along the data's way, each step importing only the ones
 before it: ``source`` (the LOG files) -> ``decode`` (what the lines mean) ->
-``watch`` (the loop, listeners, checkpoints) -> ``telemetry`` (the OpenTelemetry
+``watching`` (the loop, listeners, checkpoints) -> ``telemetry`` (the OpenTelemetry
 mapping) -> ``export`` (queues, exporters) -> ``instrument`` (the rocksdict
 instrumentation and its helper process) and ``cli`` (``otel-blob``).
 ``import otel_blob`` loads no OpenTelemetry module.
@@ -59,7 +59,7 @@ from .decode import (
 )
 from .source import WatchError, info_log_path
 from .version import __version__
-from .watch import EventListener, LoggingListener, TeeListener, Watch, WatchLoop, default_loop, start_watch, tee, watch
+from .watching import EventListener, LoggingListener, TeeListener, Watch, WatchLoop, default_loop, start_watch, tee, watch
 
 __all__ = [
     "BlobFileCreationInfo",

@@ -57,7 +57,7 @@ def choice(*allowed: str) -> Callable[[str], str]:
             raise ValueError("expected one of " + ", ".join(allowed))
         return v
 
-    parse.expected = " | ".join(allowed)  # type: ignore[attr-defined]
+    parse.expected = ", ".join(allowed)  # type: ignore[attr-defined]
     return parse
 
 
@@ -144,6 +144,13 @@ INSTRUMENTATION: tuple[Setting, ...] = (
             "niceness of the helper process: 19 lets it use only the CPU the application leaves (no slowdown "
             "of a CPU-bound writer; events wait while every core is busy); 0 competes as an equal "
             "(bench/README.md)"),
+    Setting("helper_exit_timeout", "OTEL_PYTHON_ROCKSDICT_HELPER_EXIT_TIMEOUT", seconds(0, 300), 30.0,
+            "seconds the helper process may go on delivering once the application has exited (retrying while "
+            "the Collector is away); what is left then is counted and reported (OTEL_PYTHON_ROCKSDICT_STATE_DIR)"),
+    Setting("state_dir", "OTEL_PYTHON_ROCKSDICT_STATE_DIR", path, None,
+            "where the helper process writes its log (`helper.log`) and what it could not deliver "
+            "(`undelivered.jsonl`, reported by the next run); default `$XDG_STATE_HOME/otel_blob` "
+            "(`~/.local/state/otel_blob`)"),
 )
 
 CLI: tuple[Setting, ...] = (
@@ -154,7 +161,7 @@ CLI: tuple[Setting, ...] = (
     Setting("log_dir", "OTEL_BLOB_LOG_DIR", path, None,
             "RocksDB's db_log_dir, when the LOG is not in DB_DIR (default: read from the database's OPTIONS file)"),
     Setting("from_start", "OTEL_BLOB_FROM_START", parse_bool, False,
-            "read the current LOG from its start, not its end (a checkpoint wins)"),
+            "read the current DB session from its first LOG line, not the LOG from its end (a checkpoint wins)"),
     Setting("poll_interval", "OTEL_BLOB_POLL_INTERVAL", _POLL, DEFAULT_POLL_INTERVAL,
             "seconds between two reads of a LOG that must be polled (inotify wakes the watcher otherwise)"),
     Setting("exit_on_missing", "OTEL_BLOB_EXIT_ON_MISSING", parse_bool, False,
@@ -172,6 +179,10 @@ CLI: tuple[Setting, ...] = (
             "was deleted meanwhile"),
     Setting("progress", "OTEL_BLOB_PROGRESS", choice("auto", "always", "never"), "auto",
             "replay's progress bar on stderr: auto (on a terminal), always, never"),
+    Setting("shutdown_timeout", "OTEL_BLOB_SHUTDOWN_TIMEOUT", seconds(0, 600), 20.0,
+            "seconds the exporters may go on retrying after SIGINT/SIGTERM or the end of a replay; what is "
+            "left then is counted as lost (exit status 3) -- keep it below the grace period of whatever stops "
+            "the process (Kubernetes: terminationGracePeriodSeconds, 30 by default)"),
 )
 
 
@@ -186,6 +197,8 @@ class Settings:
     file_paths: str = "full"
     mode: str = "auto"
     helper_nice: int = 19
+    helper_exit_timeout: float = 30.0
+    state_dir: str | None = None
 
     @classmethod
     def resolve(cls, kwargs: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> Settings:

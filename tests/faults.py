@@ -302,3 +302,37 @@ def record(report: ScenarioReport) -> ScenarioReport:
 def assert_exact(report: ScenarioReport) -> None:
     assert report.expected > 0, f"{report.scenario}: the workload made no blob file events: it proves nothing"
     assert report.exact, f"{report.scenario}: not exactly once: {report.as_dict()}"
+
+
+# ---------------------------------------------------------------------------
+# The helper process of an instrumented application (process mode)
+# ---------------------------------------------------------------------------
+
+# Appended to an instrumented app: it says which helper process follows its databases.
+# The application exits at once; the helper delivers afterwards and then exits.
+HELPER_PID_TRAILER = (
+    "\nfrom otel_blob import RocksdictInstrumentor as _Instrumentor\n"
+    "print('helper pid:', _Instrumentor().helper_pid, flush=True)\n"
+)
+
+
+def helper_pid(out: str) -> int | None:
+    m = re.search(r"^helper pid: (\d+)$", out, re.M)
+    return int(m.group(1)) if m else None
+
+
+def wait_for_exit(pid: int | None, timeout: float) -> bool:
+    """Wait until process ``pid`` (not our child) has exited: on its pidfd, not by polling."""
+    import select
+
+    if pid is None:
+        return True
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    try:
+        ready, _, _ = select.select([fd], [], [], timeout)
+        return bool(ready)
+    finally:
+        os.close(fd)

@@ -11,6 +11,8 @@ import textwrap
 
 import pytest
 
+from faults import HELPER_PID_TRAILER, helper_pid, wait_for_exit
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 BIN = os.path.dirname(sys.executable)
 
@@ -32,7 +34,9 @@ APP = textwrap.dedent(
             db.flush()
         db.compact_range(None, None)
     quiesce(db)
-    db.close()  # the helper acknowledged the close: it is past its start-up
+    db.close()  # returns at once; then wait, as an orderly shutdown may, for the session's delivery
+    from otel_blob import RocksdictInstrumentor
+    assert RocksdictInstrumentor().wait_for_sessions(60)  # (the helper, if any, is past its start-up)
     # The helper's niceness (field 19 of /proc/<pid>/stat; its name, field 2, has no spaces).
     print("nice:", [int(open(f"/proc/{k}/stat").read().split()[18]) for k in kids])
     print("app done")
@@ -42,7 +46,7 @@ APP = textwrap.dedent(
 
 def run_app(tmp_path, receiver, protocol: str, **env_extra: str) -> subprocess.CompletedProcess:
     app = tmp_path / "app.py"
-    app.write_text(APP)
+    app.write_text(APP + HELPER_PID_TRAILER)
     endpoint = receiver.grpc_endpoint if protocol == "grpc" else receiver.http_endpoint
     env = {
         **os.environ,
@@ -53,6 +57,7 @@ def run_app(tmp_path, receiver, protocol: str, **env_extra: str) -> subprocess.C
         "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
         "OTEL_EXPORTER_OTLP_PROTOCOL": protocol,
         "OTEL_EXPORTER_OTLP_INSECURE": "true",
+        "OTEL_PYTHON_ROCKSDICT_STATE_DIR": str(tmp_path / "state"),
         **env_extra,
     }
     proc = subprocess.run(
@@ -60,6 +65,7 @@ def run_app(tmp_path, receiver, protocol: str, **env_extra: str) -> subprocess.C
         env=env, capture_output=True, text=True, timeout=120,
     )
     assert proc.returncode == 0 and "app done" in proc.stdout, proc.stderr[-3000:]
+    assert wait_for_exit(helper_pid(proc.stdout), 60)  # it delivered what followed the app's exit
     return proc
 
 

@@ -25,7 +25,7 @@ import pytest
 import rocksdict
 
 from dbutil import blob_options, quiesce, write_round
-from otel_blob.watch import checkpoint as ckpt_mod
+from otel_blob.watching import checkpoint as ckpt_mod
 from test_cli import Watcher, clean_env, run
 
 

@@ -15,6 +15,7 @@ from otel_blob.decode.rules import BATCH_EVENT_RE as _BATCH_RE
 from otel_blob.decode import (
     BlobFileCreationInfo,
     BlobFileDeletionInfo,
+    LineSkippedInfo,
     LogDecoder,
     parse_line,
 )
@@ -82,13 +83,16 @@ def test_a_mixed_batch_with_plain_text_lines_between_events():
     lines = [
         SESSION, DB_PATH, b"noise", FLUSH_TEXT, FLUSH_STARTED, creation(10, b"hot"), TABLE, creation(11, b"hot"),
         FLUSH_FINISHED, deletion(10), deletion(11, status=b"IO error: gone"), deletion(12), b"",
-        SESSION2, creation(12, job=2), deletion(11), deletion(12, status=b""), creation(13, status=b"Corruption: x"),
-        deletion(13),
+        SESSION2, creation(14, job=2), deletion(11), deletion(14, status=b""), creation(13, status=b"Corruption: x"),
+        deletion(13), creation(14, job=2), deletion(14),
     ]
     out = check(lines, file_size=len, blob_dir=lambda cf: f"/blobs/{cf}")
     blob = [i for i in out if isinstance(i, (BlobFileCreationInfo, BlobFileDeletionInfo))]
     assert [type(i).__name__[8] + str(i.file_number) for i in blob] == \
-        ["C10", "C11", "D10", "D11", "D12", "C12", "D11", "D12", "C13", "D13"]
+        ["C10", "C11", "D10", "D11", "D12", "C14", "D11", "D14", "C13", "D13"]
+    # A file number is one file in a session: a creation or deletion seen again is a counted repeat.
+    assert [i.detail.split(" was")[0] for i in out if isinstance(i, LineSkippedInfo)] == \
+        ["blob_file_creation of file 14", "blob_file_deletion of file 14"]
     assert blob[0].reason == "flush" and blob[0].file_path == "/blobs/hot/000010.blob"
     assert blob[2].cf_name == "hot" and blob[2].file_size == len("/blobs/hot/000010.blob")
     assert blob[5].session_id == "SECONDSESSION0000000" and blob[5].reason == "unknown"  # jobs forgotten

@@ -126,7 +126,10 @@ def test_the_table_against_a_model_through_both_tiers():
     cap = 300  # the newest cap // 8 = 37 in the dict tier, the rest in the arrays
     d = decoder(max_live_blob_files=cap)
     model: dict[int, tuple] = {}
-    evicted = 0
+    # Every creation and OK deletion of the session (fewer than RECENT_NUMBERS here): a repeat is skipped.
+    created: set[int] = set()
+    deleted: set[int] = set()
+    evicted = repeats = 0
     nxt = 100
     for _ in range(40):
         lines = []
@@ -139,6 +142,10 @@ def test_the_table_against_a_model_through_both_tiers():
                     n = rnd.randrange(100, nxt)  # a number logged again (or very late)
                 cf = rnd.choice(("default", "default", "cf1"))
                 lines.append(creation(n, cf=cf))
+                if n in created or n in deleted:
+                    repeats += 1  # the same file twice: counted, nothing changes
+                    continue
+                created.add(n)
                 model[n] = (size_of(f"/x/{n:06d}.blob"), cf, T0 + n)
                 while len(model) > cap:
                     del model[min(model)]
@@ -149,13 +156,19 @@ def test_the_table_against_a_model_through_both_tiers():
                 lines.append(deletion(n, failed=failed))
                 info = d.feed_lines(lines)[-1]
                 lines = []
+                if not failed and n in deleted:
+                    assert info.reason == "repeated_event"
+                    repeats += 1
+                    continue
                 want = model.get(n) if failed else model.pop(n, None)
+                if not failed:
+                    deleted.add(n)
                 assert (info.file_size, info.cf_name, info.created_micros) == (want or (None, None, None))
                 assert info.ok is not failed
         d.feed_lines(lines)
         assert len(d.live_blob_files) == len(model) <= cap and d.evicted == evicted
         assert list(d.live_blob_files) == sorted(model)
-    assert evicted > 1000
+    assert evicted > 1000 and repeats > 10
 
 
 def test_real_blob_workload_with_a_tiny_cap(tmp_path):

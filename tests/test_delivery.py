@@ -22,7 +22,18 @@ import rocksdict
 
 import otel_blob
 from dbutil import blob_options, quiesce, write_round
-from faults import DirsTruth, PeakRss, account, assert_exact, children_peak_rss_kb, events_from_otlp, record
+from faults import (
+    HELPER_PID_TRAILER,
+    DirsTruth,
+    PeakRss,
+    account,
+    assert_exact,
+    children_peak_rss_kb,
+    events_from_otlp,
+    helper_pid,
+    record,
+    wait_for_exit,
+)
 from otel_blob.export import DeliveryQueue
 from otel_blob.export.pipeline import ExportPipeline, PipelineOptions
 
@@ -197,9 +208,10 @@ BURST_APP = textwrap.dedent(
 
 def _run_instrumented(tmp_path, receiver, app: str, *, stdin=None, **env_extra: str) -> subprocess.Popen:
     script = tmp_path / "app.py"
-    script.write_text(app)
+    script.write_text(app + HELPER_PID_TRAILER)
     env = {
         **os.environ,
+        "OTEL_PYTHON_ROCKSDICT_STATE_DIR": str(tmp_path / "state"),
         "OTEL_SERVICE_NAME": "delivery-app",
         "OTEL_TRACES_EXPORTER": "otlp",
         "OTEL_LOGS_EXPORTER": "otlp",
@@ -216,13 +228,22 @@ def _run_instrumented(tmp_path, receiver, app: str, *, stdin=None, **env_extra: 
 
 
 def _finish(popen: subprocess.Popen, timeout: float) -> tuple[str, str]:
+    """The app's output once it exited and its helper process delivered and exited too."""
     try:
-        return popen.communicate(timeout=timeout)
+        out, err = popen.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         os.killpg(popen.pid, signal.SIGKILL)
         out, err = popen.communicate()
         pytest.fail(f"the instrumented app hung (> {timeout} s): {err[-3000:]}")
-    return "", ""
+    assert wait_for_exit(helper_pid(out), timeout), "the helper process outlived its bound"
+    return out, err
+
+
+def _helper_log(tmp_path) -> str:
+    try:
+        return (tmp_path / "state" / "helper.log").read_text()
+    except OSError:
+        return ""
 
 
 def test_burst_ten_thousand_instrumented_default_sdk_settings(request, tmp_path, otlp_receiver):
@@ -237,7 +258,8 @@ def test_burst_ten_thousand_instrumented_default_sdk_settings(request, tmp_path,
     rep = record(account("burst: 10,000 blob files, `opentelemetry-instrument` defaults (helper process)",
                          _test_name(request), expected, delivered, peak_rss_kb=children_peak_rss_kb()))
     assert_exact(rep)
-    assert "Queue full" not in err and "dropped" not in err
+    log = err + _helper_log(tmp_path)
+    assert "Queue full" not in log and "dropped" not in log
 
 
 # ---------------------------------------------------------------------------
@@ -304,7 +326,7 @@ def test_collector_outage_instrumented_app_loses_nothing(request, tmp_path, otlp
                          _test_name(request), expected, delivered, peak_rss_kb=children_peak_rss_kb(),
                          app_rounds_per_s={p: sorted(r)[len(r) // 2] if r else None for p, r in phases.items()}))
     assert_exact(rep)
-    assert "could not be exported" not in err
+    assert "could not be delivered" not in err + _helper_log(tmp_path)
 
 
 def test_outage_longer_than_the_log_keeps_loss_bounded_and_reported(request, tmp_path, otlp_receiver, monkeypatch):

@@ -17,7 +17,7 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, set_s
 from otel_blob.export.direct_logs import DirectLogRecord, DirectLoggerProvider
 from otel_blob.decode import BatchInfo, LogDecoder
 from otel_blob.export import ReliableLogRecordProcessor
-from otel_blob.watch.listener import deliver
+from otel_blob.watching.listener import deliver
 from otel_blob.export.otlp_encode import encode_logs
 from otel_blob.telemetry import TelemetryListener
 

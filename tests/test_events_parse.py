@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from hypothesis import given, settings, strategies as st
 
-from otel_blob.decode import BlobFileCreationInfo, FlushJobInfo, LogDecoder, parse_line
+from otel_blob.decode import BlobFileCreationInfo, FlushJobInfo, LogDecoder, SessionInfo, parse_line
 
 # Real lines, as RocksDB 9.8.4 (rocksdict 0.3.29) wrote them.
 SESSION = b"2026/11/26-14:11:25.698669 140189204855680 DB Session ID:  CN2K9U8BJ56CTTJF3UYO"
@@ -35,7 +35,8 @@ def decode(lines, **kw):
 
 def test_real_lines_decode_to_typed_events():
     d, out = decode(REAL, file_size=lambda p: 66410)
-    begin, created, finished, deleted = out
+    session, begin, created, finished, deleted = out
+    assert isinstance(session, SessionInfo) and session.session_id == "CN2K9U8BJ56CTTJF3UYO" and not session.ended
     assert isinstance(begin, FlushJobInfo) and begin.cf_name == "default" and begin.reason == "Manual Flush"
     assert isinstance(created, BlobFileCreationInfo)
     assert (created.job_id, created.file_number, created.reason, created.file_path) == (2, 10, "flush", "/tmp/pdb/000010.blob")
@@ -48,8 +49,8 @@ def test_real_lines_decode_to_typed_events():
 
 def test_blob_only_skips_other_json_but_keeps_reasons():
     d, out = decode(REAL, blob_only=True)
-    assert [type(e).__name__ for e in out] == ["BlobFileCreationInfo", "BlobFileDeletionInfo"]
-    assert out[0].reason == "flush"
+    assert [type(e).__name__ for e in out] == ["SessionInfo", "BlobFileCreationInfo", "BlobFileDeletionInfo"]
+    assert out[1].reason == "flush"
 
 
 def test_new_session_restarts_job_ids():

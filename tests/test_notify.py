@@ -12,9 +12,9 @@ import time
 
 import pytest
 
-from otel_blob.watch.listener import EventListener
+from otel_blob.watching.listener import EventListener
 from otel_blob.source.notify import make_notifier
-from otel_blob.watch import WatchLoop, start_watch
+from otel_blob.watching import WatchLoop, start_watch
 from test_engine_bad_input import creation, real_db  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.skipif(make_notifier() is None, reason="no inotify on this system")

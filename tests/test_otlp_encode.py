@@ -24,7 +24,7 @@ from opentelemetry.trace import (
 )
 
 from otel_blob.decode import BatchInfo, LogDecoder, WatchInfo
-from otel_blob.watch.listener import deliver
+from otel_blob.watching.listener import deliver
 from otel_blob.export.otlp_encode import _Encoder, encode_logs, encode_spans
 from otel_blob.telemetry import TelemetryListener
 

@@ -27,6 +27,7 @@ import rocksdict
 import otel_blob
 from dbutil import Recorder, blob_options, quiesce, write_round
 from faults import (
+    HELPER_PID_TRAILER,
     BlobDirWatch,
     DirsTruth,
     LogRollCounter,
@@ -37,8 +38,10 @@ from faults import (
     events_from_otlp,
     events_from_recorder,
     events_from_truth,
+    helper_pid,
     log_scan,
     record,
+    wait_for_exit,
 )
 from otel_blob.telemetry import hash_path
 from otlp_receiver import OtlpReceiver, make_self_signed_cert
@@ -86,9 +89,10 @@ SECRET_APP = textwrap.dedent(
 def run_instrumented(tmp_path, app: str, endpoint: str, protocol: str, *, drop_ca_env: bool = False,
                      timeout: float = 120, **env_extra: str) -> subprocess.CompletedProcess:
     script = tmp_path / "app.py"
-    script.write_text(app)
+    script.write_text(app + HELPER_PID_TRAILER)
     env = {
         **os.environ,
+        "OTEL_PYTHON_ROCKSDICT_STATE_DIR": str(tmp_path / "state"),
         "OTEL_SERVICE_NAME": "reliability-app",
         "OTEL_TRACES_EXPORTER": "otlp",
         "OTEL_LOGS_EXPORTER": "otlp",
@@ -120,7 +124,16 @@ def run_instrumented(tmp_path, app: str, endpoint: str, protocol: str, *, drop_c
             pass
     proc = subprocess.CompletedProcess(popen.args, popen.returncode, out, err)
     assert proc.returncode == 0 and "app done" in proc.stdout, proc.stderr[-3000:]
+    # The application did not wait for its telemetry; its helper process delivers, then exits.
+    assert wait_for_exit(helper_pid(out), timeout), f"the helper outlived its bound: {helper_log(tmp_path)}"
     return proc
+
+
+def helper_log(tmp_path) -> str:
+    try:
+        return (tmp_path / "state" / "helper.log").read_text()
+    except OSError:
+        return ""
 
 
 def _secret_env(db: str) -> dict[str, str]:
@@ -235,6 +248,8 @@ class Sdk:
                 "meter_provider": self.meter_provider}
 
     def records(self) -> list[dict]:
+        """Every record so far, once every DB session opened has ended and been delivered."""
+        assert self.inst.wait_for_sessions(60), "a DB session was not delivered to its end"
         return [{"event_name": r.log_record.event_name or "", "attributes": dict(r.log_record.attributes or {})}
                 for r in self.logs.get_finished_logs()]
 
@@ -256,7 +271,7 @@ def instrumented():
     from otel_blob import RocksdictInstrumentor
 
     sdk = Sdk()
-    inst = RocksdictInstrumentor()
+    inst = sdk.inst = RocksdictInstrumentor()
     inst.instrument(**sdk.kwargs())
     try:
         yield sdk

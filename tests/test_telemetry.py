@@ -37,7 +37,7 @@ from otel_blob.decode import (
     TableFileDeletionInfo,
     WatchInfo,
 )
-from otel_blob.watch.listener import deliver
+from otel_blob.watching.listener import deliver
 from otel_blob.telemetry import DeterministicIdGenerator, TelemetryListener, details_attributes, hash_path
 
 DB = "/data/db1"

@@ -8,7 +8,7 @@ import threading
 from collections import Counter
 from typing import Any, TextIO
 
-from ..watch.listener import EventListener
+from ..watching.listener import EventListener
 
 __all__ = ["PROG", "LinePrinter", "say"]
 

@@ -50,9 +50,9 @@ def _quiesce(db: Any, timeout: float = 30.0) -> None:
 
 
 def run_demo(args: argparse.Namespace, environ: dict[str, str]) -> int:
-    from ..export.pipeline import ExportPipeline, PipelineOptions, UsageError, otlp_configured
+    from ..export.pipeline import ExportPipeline, PipelineOptions, otlp_configured
     from .console import LinePrinter, say
-    from .main import RuntimeFailure
+    from .errors import RuntimeFailure, UsageError
 
     try:
         import rocksdict

@@ -19,29 +19,24 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import re
 import sys
 from typing import Any, Callable, Sequence
 
-from ..export.pipeline import UsageError
+from ..export.pipeline import check_endpoint
 from ..settings import CLI, Setting
 from .console import PROG, say
+from .errors import ConfigError, RuntimeFailure, UsageError
 
-__all__ = ["RuntimeFailure", "main"]
-
-
-class RuntimeFailure(Exception):
-    """Something failed while running: one line on stderr, exit 1."""
-
+__all__ = ["main"]
 
 _SETTINGS = {s.name: s for s in CLI}
 
 
 def _url(raw: str) -> str:
-    v = raw.strip()
-    if not re.match(r"^https?://[^/\s]+", v):
-        raise ValueError("expected a URL such as http://localhost:4317")
-    return v
+    try:
+        return check_endpoint(raw, "--otlp")
+    except ConfigError:
+        raise ValueError("expected a URL such as http://localhost:4317") from None
 
 
 def _typed(parse: Callable[[str], Any]) -> Callable[[str], Any]:
@@ -84,6 +79,7 @@ def _add_telemetry_flags(p: argparse.ArgumentParser) -> None:
     _option(g, "--severity", "severity")
     _option(g, "--events", "events")
     _option(g, "--file-paths", "file_paths")
+    _option(g, "--shutdown-timeout", "shutdown_timeout", metavar="SECONDS")
     g.add_argument("-v", "--verbose", action="count", default=0, help="more messages on stderr")
 
 
@@ -165,7 +161,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .demo import run_demo
 
         return run_demo(args, environ)
-    except UsageError as exc:
+    except (UsageError, ConfigError) as exc:
         say(f"error: {exc}")
         return 2
     except RuntimeFailure as exc:

@@ -1,7 +1,7 @@
 """``otel-blob replay``: the events of existing LOG files, exported as a live watch would have.
 
 The files are grouped by LOG (``LOG`` and its ``LOG.old.*``) and replayed oldest
-first through :func:`~otel_blob.watch.replay.replay` -- the watch, decoder and
+first through :func:`~otel_blob.watching.replay.replay` -- the watch, decoder and
 listeners of a live watch. Trace and span ids derive from the DB session and job
 ids, bodies and timestamps from the LOG: the same LOG exported twice yields
 identical records.
@@ -21,11 +21,11 @@ import time
 from typing import Any, Sequence
 
 from ..decode.rules import parse_line
-from ..export.pipeline import ExportPipeline, PipelineOptions, UsageError
+from ..export.pipeline import ExportPipeline, PipelineOptions
 from ..source.layout import log_files, split_log_name
-from ..watch.replay import replay
+from ..watching.replay import replay
 from .console import PROG, say
-from .main import RuntimeFailure
+from .errors import EXIT_DROPPED, EXIT_OK, RuntimeFailure, UsageError, loss_summary, say_destination
 from .watch_command import compose
 
 __all__ = ["cmd_replay"]
@@ -150,18 +150,23 @@ def cmd_replay(args: argparse.Namespace, environ: dict[str, str]) -> int:
     sizes = {p: _check_log_file(p) for _, files in groups for p in files}
     # No lag histogram: the events are history, observed minus event time is their age.
     options = PipelineOptions(args.severity, args.events, args.file_paths, args.otlp, args.console, lag_metric=False)
-    pipeline = ExportPipeline(options, environ, default_exporter="otlp")
+    pipeline = ExportPipeline(options, environ, default_exporter="otlp", shutdown_timeout=args.shutdown_timeout)
     printer, listener = compose(args, pipeline, several_dbs=len(groups) > 1)
+    say_destination(args, pipeline)
     show = args.progress == "always" or (args.progress == "auto" and sys.stderr.isatty())
     progress = _Progress(sum(sizes.values()), show)
     stop = threading.Event()
 
+    got: list[int] = []
+
     def on_signal(signum: int, _frame: Any) -> None:
+        got.append(signum)
         stop.set()
         signal.signal(signum, signal.SIG_DFL)
 
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     total_events = 0
+    all_stats = []
     try:
         for key, files in groups:
             if stop.is_set():
@@ -169,6 +174,7 @@ def cmd_replay(args: argparse.Namespace, environ: dict[str, str]) -> int:
             db_name = os.path.abspath(args.db_name) if args.db_name else _db_name_of(files, key)
             stats = replay(db_name, key, files, listener, should_stop=stop.is_set, on_read=progress.update)
             total_events += stats.events
+            all_stats.append(stats)
         progress.update("", 0, force=True)
     finally:
         progress.close()
@@ -179,4 +185,12 @@ def cmd_replay(args: argparse.Namespace, environ: dict[str, str]) -> int:
         sys.stdout.write(printer.summary() + "\n")
     if args.verbose:
         say(f"replayed {len(sizes)} LOG files, {total_events} events")
-    return 0
+    lost = loss_summary(pipeline, all_stats)
+    if got:
+        say(f"stopped by {signal.Signals(got[0]).name} before the end: "
+            f"{sum(1 for st in all_stats for _ in [st])} of {len(groups)} LOGs begun{'; ' + lost if lost else ''}")
+        return 128 + got[0]
+    if lost:
+        say(lost)
+        return EXIT_DROPPED
+    return EXIT_OK

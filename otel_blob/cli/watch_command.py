@@ -1,12 +1,12 @@
 """``otel-blob watch``: follow running databases until SIGINT/SIGTERM.
 
 Each DB_DIR is a :class:`DbSlot`: it waits for the directory and its LOG to
-exist, then runs a :class:`~otel_blob.watch.db_watch.Watch` on the shared
-:class:`~otel_blob.watch.loop.WatchLoop` (the same engine as ``otel_blob.watch()``
+exist, then runs a :class:`~otel_blob.watching.db_watch.Watch` on the shared
+:class:`~otel_blob.watching.loop.WatchLoop` (the same engine as ``otel_blob.watch()``
 and the helper process). The main thread only looks at the directories, saves
 the checkpoint and waits for a signal. The checkpoint holds each watch's
 position once the exporters delivered everything before it
-(:class:`~otel_blob.watch.positions.Positions`).
+(:class:`~otel_blob.watching.positions.Positions`).
 """
 
 from __future__ import annotations
@@ -20,15 +20,15 @@ import threading
 import time
 from typing import Any
 
-from ..export.pipeline import ExportPipeline, PipelineOptions, UsageError
+from ..export.pipeline import ExportPipeline, PipelineOptions
 from ..source.layout import WatchError, info_log_path, is_rocksdb_dir
-from ..watch.checkpoint import CheckpointError, CheckpointFile
-from ..watch.db_watch import Watch
-from ..watch.listener import EventListener, tee
-from ..watch.loop import WatchLoop
-from ..watch.positions import Positions
+from ..watching.checkpoint import CheckpointError, CheckpointFile
+from ..watching.db_watch import Watch
+from ..watching.listener import EventListener, tee
+from ..watching.loop import WatchLoop
+from ..watching.positions import Positions
 from .console import LinePrinter, say
-from .main import RuntimeFailure
+from .errors import EXIT_DROPPED, EXIT_OK, EXIT_RUNTIME, RuntimeFailure, UsageError, loss_summary, say_destination
 
 __all__ = ["DbSlot", "cmd_watch", "compose"]
 
@@ -81,6 +81,7 @@ class DbSlot:
         self.entry = entry  # where to resume (from the checkpoint file), until a watch starts
         self.ckpt_path = ckpt_path
         self.watch: Watch | None = None
+        self.stats: list[Any] = []  # of every watch this slot ran
         # Since when (wall µs) the database or its LOG was missing: every LOG file
         # RocksDB made since then is read from its start.
         self.waited_since: int | None = None
@@ -121,7 +122,7 @@ class DbSlot:
             start = {"path": log_path, "wall_us": self.waited_since, "files": []}
             how = "from the start of its LOG"
         elif self.args.from_start:
-            start, how = "start", "from the start of its LOG"
+            start, how = "session", "from the start of its session"
         else:
             start, how = "end", "from the end of its LOG"
         try:
@@ -136,6 +137,7 @@ class DbSlot:
             return
         self.loop.add(w)
         self.watch = w
+        self.stats.append(w.stats)
         self.entry = None
         self.waited_since = None
         self._said = None
@@ -169,6 +171,8 @@ def cmd_watch(args: argparse.Namespace, environ: dict[str, str]) -> int:
     for d in args.db_dirs:
         check_db_arg(d, args.log_dir)
         a = os.path.abspath(d)
+        if args.exit_on_missing and not os.path.isdir(a):
+            raise RuntimeFailure(f"{d}: no such database directory (--exit-on-missing: not waiting for it)")
         if a not in dbs:
             dbs.append(a)
     if args.log_dir is not None and os.path.exists(args.log_dir) and not os.path.isdir(args.log_dir):
@@ -181,7 +185,7 @@ def cmd_watch(args: argparse.Namespace, environ: dict[str, str]) -> int:
             raise UsageError(str(exc)) from None
     try:
         options = PipelineOptions(args.severity, args.events, args.file_paths, args.otlp, args.console)
-        pipeline = ExportPipeline(options, environ, default_exporter="otlp")
+        pipeline = ExportPipeline(options, environ, default_exporter="otlp", shutdown_timeout=args.shutdown_timeout)
     except BaseException:
         if ckpt is not None:
             ckpt.close()
@@ -216,14 +220,18 @@ def cmd_watch(args: argparse.Namespace, environ: dict[str, str]) -> int:
         except CheckpointError as exc:
             raise RuntimeFailure(str(exc)) from None
 
-    code = 0
+    code = EXIT_OK
     next_save = 0.0
+    said = False
     try:
         while not stop.is_set():
             for s in slots:
                 s.check()
+            if not said:  # after the first look: a refused checkpoint entry is the only line
+                said = True
+                say_destination(args, pipeline)
             if any(s.missing_exit for s in slots):
-                code = 1
+                code = EXIT_RUNTIME
                 break
             now = time.monotonic()
             if now >= next_save:
@@ -246,6 +254,12 @@ def cmd_watch(args: argparse.Namespace, environ: dict[str, str]) -> int:
                     pass
     if printer is not None:
         sys.stdout.write(printer.summary() + "\n")
+    lost = loss_summary(pipeline, [st for s in slots for st in s.stats])
+    if lost:
+        say(f"{'stopped by ' + signal.Signals(got[0]).name + '; ' if got else ''}{lost}"
+            + ("; the checkpoint keeps the last delivered position: a restart reads the rest from the LOG"
+               if ckpt is not None else ""))
+        return code or EXIT_DROPPED
     if got:
         say(f"stopped by {signal.Signals(got[0]).name}; every event delivered and flushed")
     return code

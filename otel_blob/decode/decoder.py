@@ -16,6 +16,7 @@ No I/O and no OpenTelemetry. What the LOG does not say and is derived here
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import Any, Callable, Mapping
 
 from .info import (
@@ -24,13 +25,15 @@ from .info import (
     BlobFileDeletionInfo,
     CompactionJobInfo,
     FlushJobInfo,
+    JobInfo,
     LineSkippedInfo,
     RecoveryJobInfo,
+    SessionInfo,
     TableFileCreationInfo,
     TableFileDeletionInfo,
 )
 from .rules import BATCH_EVENT_RE, PLAIN_RULES, LogLine, parse_line, parse_payload, text, uint
-from .tables import Job, JobTable, LiveBlobFiles
+from .tables import Job, JobTable, LiveBlobFiles, RecentNumbers
 
 __all__ = ["LogDecoder"]
 
@@ -75,6 +78,8 @@ class LogDecoder:
     # default 256 MiB blob files, 25 TB of blobs; at 64 MiB, 6.4 TB) and costs ~4.5 MB
     # (the newest 8,192 at ~190 bytes each, the rest at ~30: LiveBlobFiles).
     MAX_LIVE_BLOB_FILES = 100_000
+    RECENT_NUMBERS = 4096  # file numbers created / deleted in the session, remembered to recognise a repeated line
+    OPEN_JOBS_MAX = 256  # begun, unfinished jobs remembered (RocksDB runs a handful at once)
 
     def __init__(
         self,
@@ -100,6 +105,15 @@ class LogDecoder:
             self.MAX_LIVE_BLOB_FILES if max_live_blob_files is None else max_live_blob_files)
         for n in sorted(k for k in (known_blob_files or {}) if type(k) is int):
             self.live_blob_files.add(n, known_blob_files[n], None, None)  # type: ignore[index]
+        # Blob file numbers created and deleted in this session: one line twice is one event. (Per
+        # session: RocksDB may give a cancelled job's number to a new file after a reopen.)
+        self.session_created = RecentNumbers(self.RECENT_NUMBERS)
+        self.session_deleted = RecentNumbers(self.RECENT_NUMBERS)
+        # The jobs begun and not finished yet, as their begin events: a checkpoint keeps them so
+        # a resumed watch can begin them again (only made when job events are delivered).
+        self.open_jobs: OrderedDict[tuple[str | None, int], JobInfo] = OrderedDict()
+        # The current session logged its "Shutdown complete" (and no new session began since).
+        self.session_closed = False
         self.wanted = self._wanted_blob_only if blob_only else None
 
     @property
@@ -125,10 +139,25 @@ class LogDecoder:
             job.cf = cf
             return []
         if kind == "session":
-            if parsed.value != self.session_id:
-                # A new DB session (reopen): job ids restart, forget the old ones.
-                self.session_id = parsed.value
-                self.jobs.clear()
+            if parsed.value == self.session_id:
+                return []  # the header again, at the top of a rolled LOG file
+            # A new DB session (reopen): job ids restart, forget the old ones.
+            self.session_id = parsed.value
+            self.session_closed = False
+            self.jobs.clear()
+            self.open_jobs.clear()
+            self.session_created.clear()
+            self.session_deleted.clear()
+            return [SessionInfo(self.db_name, self.session_id)]
+        if kind == "shutdown":
+            if self.session_closed:
+                return []
+            self.session_closed = True
+            return [SessionInfo(self.db_name, self.session_id, ended=True)]
+        if kind == "new_db":
+            # A database created afresh at this path (the old one removed): its file numbers
+            # start again, nothing we knew of the old one's files holds.
+            self.live_blob_files.clear()
             return []
         if kind == "db_path":
             return []
@@ -209,6 +238,9 @@ class LogDecoder:
             "jobs": [[job_id, j.kind, j.cf, j.reason, j.start_micros] for job_id, j in self.jobs.items()],
             "live_blob_files": [list(e) for e in self.live_blob_files.entries()],
             "evicted": self.live_blob_files.evicted,
+            "session_created": list(self.session_created),
+            "session_deleted": list(self.session_deleted),
+            "session_closed": self.session_closed,
         }
 
     def restore(self, state: Mapping[str, Any] | None) -> None:
@@ -234,6 +266,11 @@ class LogDecoder:
             table.add(n, size, cf, created)
         evicted = state.get("evicted", 0)
         table.evicted += evicted if type(evicted) is int and evicted >= 0 else 0
+        for table, key in ((self.session_created, "session_created"), (self.session_deleted, "session_deleted")):
+            table.clear()
+            for n in state.get(key, []):
+                table.add(int(n))
+        self.session_closed = bool(state.get("session_closed", False))
 
     def blob_path(self, cf: str | None, number: int) -> str:
         return f"{self._blob_dir(cf)}/{number:06d}.blob"
@@ -276,6 +313,11 @@ class LogDecoder:
             )
         return None  # an event type we do not report (e.g. flush_started of a new kind)
 
+    def _repeated(self, event: str, number: int) -> LineSkippedInfo:
+        # RocksDB never reuses a file number within a session: the same line twice (a cut line
+        # repeated, a line salvaged once mid-file and again at the end) is one event.
+        return LineSkippedInfo(self.db_name, "repeated_event", f"{event} of file {number} was delivered before")
+
     def _invalid_number(self, f: dict[str, Any]) -> LineSkippedInfo:
         return LineSkippedInfo(
             self.db_name, "invalid_file_number",
@@ -296,10 +338,14 @@ class LogDecoder:
         job = self.jobs.get(job_id)
         if cf is None and job is not None:
             cf = job.cf
+        if status == OK or status is None:  # RocksDB >= 10.4 also logs failed creations
+            if number in self.session_created or number in self.session_deleted:
+                return self._repeated("blob_file_creation", number)
         path = self.blob_path(cf, number)
         size = self._file_size(path)
-        if status == OK or status is None:  # RocksDB >= 10.4 also logs failed creations
+        if status == OK or status is None:
             self.live_blob_files.created(number, size, cf, when)
+            self.session_created.add(number)
         return BlobFileCreationInfo(
             job_id, self.db_name, cf, path, number, job.kind if job else "unknown", count, nbytes,
             checksum, checksum_func, status or "unknown", size, when, self.session_id,
@@ -316,7 +362,13 @@ class LogDecoder:
         # A failed deletion (e.g. the retry after a reopen of a file already gone)
         # is reported with its status but does not end the file's life.
         live = self.live_blob_files
-        known = live.pop(number) if status == OK else live.get(number)
+        if status == OK:
+            if number in self.session_deleted:
+                return self._repeated("blob_file_deletion", number)
+            known = live.pop(number)
+            self.session_deleted.add(number)
+        else:
+            known = live.get(number)
         size, cf, created = known if known is not None else (None, None, None)
         job = self.jobs.get(job_id)
         reason = "purge" if job_id == 0 else job.kind if job is not None else "unknown"
@@ -338,7 +390,15 @@ class LogDecoder:
             return None
         details = {k: v for k, v in f.items() if k not in _COMMON_KEYS}
         cf = text(f.get("cf_name")) or job.cf
-        return _JOB_TYPE[kind](
+        info = _JOB_TYPE[kind](
             job_id, self.db_name, cf, self.session_id, when, job.reason, finished,
             job.start_micros, details, truncated,
         )
+        key = (self.session_id, job_id)
+        if finished:
+            self.open_jobs.pop(key, None)
+        else:
+            self.open_jobs[key] = info
+            if len(self.open_jobs) > self.OPEN_JOBS_MAX:
+                self.open_jobs.popitem(last=False)
+        return info

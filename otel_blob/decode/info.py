@@ -1,7 +1,7 @@
 """The typed events: one ``...Info`` per RocksDB event, as listeners receive them.
 
 Pebble's ``event.go`` shape: ``job_id`` first, the status on the same struct,
-``callback`` names the :class:`~otel_blob.watch.listener.EventListener` method
+``callback`` names the :class:`~otel_blob.watching.listener.EventListener` method
 that receives it. Pure data: no I/O, no OpenTelemetry.
 """
 
@@ -20,6 +20,7 @@ __all__ = [
     "JobInfo",
     "LineSkippedInfo",
     "RecoveryJobInfo",
+    "SessionInfo",
     "TableFileCreationInfo",
     "TableFileDeletionInfo",
     "WatchInfo",
@@ -185,6 +186,18 @@ class WatchInfo:
 
 
 @dataclass(slots=True)
+class SessionInfo:
+    """A DB session began (the header of an open: ``DB Session ID``) or ended (``Shutdown complete``,
+    RocksDB's last line of a session: every event of the session was logged before it)."""
+
+    callback = "on_session_started"  # on_session_ended when ended
+
+    db_name: str
+    session_id: str | None
+    ended: bool = False
+
+
+@dataclass(slots=True)
 class BatchInfo:
     """The watcher delivered every event of the lines it just read.
 
@@ -212,4 +225,6 @@ def callback_of(info: Any) -> str:
         return _FINISHED_CALLBACK[type(info)]
     if isinstance(info, WatchInfo) and info.stopped:
         return "on_watch_stopped"
+    if isinstance(info, SessionInfo) and info.ended:
+        return "on_session_ended"
     return info.callback

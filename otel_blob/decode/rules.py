@@ -8,7 +8,7 @@ Two kinds of lines matter:
   (RocksDB caps event lines) is salvaged for its leading scalar fields.
 * a few plain-text lines (:data:`PLAIN_RULES`): the job line before
   ``*_started`` (it names the column family), the session id and the DB path of
-  the header.
+  the header, the session's ``Shutdown complete`` and the creation of a new database.
 
 :func:`parse_line` classifies one line; the decoder's batch path
 (:meth:`~otel_blob.decode.decoder.LogDecoder.feed_lines`) finds the same lines
@@ -47,8 +47,9 @@ class LogLine:
 
     kind is ``event`` (fields = the EVENT_LOG_v1 JSON), ``session`` (value = the
     DB session id), ``db_path`` (value = the DB path from the header), ``job``
-    (value = (cf, job id, "flush"|"compaction") from the plain-text job line), or
-    ``malformed`` (value = why).
+    (value = (cf, job id, "flush"|"compaction") from the plain-text job line),
+    ``shutdown`` (the session's last line), ``new_db`` (the database was just
+    created), or ``malformed`` (value = why).
     """
 
     kind: str
@@ -174,11 +175,28 @@ def _db_path_line(line: bytes) -> LogLine | None:
     return LogLine("db_path", m.group(1).decode("utf-8", "surrogateescape")) if m else None
 
 
+# "[db/db_impl/db_impl.cc:709] Shutdown complete": the last line of a DB session.
+_SHUTDOWN_RE = re.compile(rb"\] Shutdown complete\s*$")
+# "[db/db_impl/db_impl_open.cc:312] Creating manifest 1": only a new database writes MANIFEST-000001
+# (later manifests -- "Creating manifest 5" from version_set.cc -- are rolls of an existing one).
+_NEW_DB_RE = re.compile(rb"\] Creating manifest 1\s*$")
+
+
+def _shutdown_line(line: bytes) -> LogLine | None:
+    return LogLine("shutdown") if _SHUTDOWN_RE.search(line) else None
+
+
+def _new_db_line(line: bytes) -> LogLine | None:
+    return LogLine("new_db") if _NEW_DB_RE.search(line) else None
+
+
 # In order: the first rule whose needle a line contains decides what it means.
 PLAIN_RULES: tuple[PlainRule, ...] = (
     PlainRule("job", (b"] Flushing", b"] Compacting"), _job_line),
     PlainRule("session", (_SESSION_MARK,), _session_line),
     PlainRule("db_path", (b" SST files in ",), _db_path_line),
+    PlainRule("shutdown", (b"] Shutdown complete",), _shutdown_line),
+    PlainRule("new_db", (b"] Creating manifest 1",), _new_db_line),
 )
 
 

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 from array import array
 from bisect import bisect_left
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Mapping as _MappingABC
 from dataclasses import dataclass
 from itertools import compress
 from typing import Any, Iterator
 
-__all__ = ["Job", "JobTable", "LiveBlobFiles"]
+__all__ = ["Job", "JobTable", "LiveBlobFiles", "RecentNumbers"]
 
 
 @dataclass(slots=True)
@@ -69,6 +69,41 @@ class JobTable:
 
     def __len__(self) -> int:
         return len(self._jobs)
+
+
+class RecentNumbers:
+    """The last ``cap`` blob file numbers seen created (or deleted) in a session: a LOG line seen
+    twice (a cut line repeated, a line salvaged mid-file and again as the partial last line) must
+    not be a second file or end a file's life twice. RocksDB never reuses a file number within a
+    session, and a repeated line is close to its original, so a short memory is enough."""
+
+    __slots__ = ("cap", "_order", "_set")
+
+    def __init__(self, cap: int) -> None:
+        self.cap = max(1, int(cap))
+        self._order: deque[int] = deque()
+        self._set: set[int] = set()
+
+    def add(self, number: int) -> None:
+        if number in self._set:
+            return
+        self._order.append(number)
+        self._set.add(number)
+        if len(self._order) > self.cap:
+            self._set.discard(self._order.popleft())
+
+    def __contains__(self, number: object) -> bool:
+        return number in self._set
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(list(self._order))
+
+    def __len__(self) -> int:
+        return len(self._order)
+
+    def clear(self) -> None:
+        self._order.clear()
+        self._set.clear()
 
 
 _I64 = 1 << 63  # sizes and times at or above this (never seen from RocksDB) are kept as None

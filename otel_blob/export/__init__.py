@@ -7,7 +7,7 @@ the providers a process of ours (the CLI, the helper) builds from the
 ``OTEL_*`` environment.
 """
 
-from .pipeline import ExportPipeline, PipelineOptions, UsageError, otlp_configured
+from .pipeline import ExportPipeline, PipelineOptions, ConfigError, otlp_configured
 from .queue import DeliveryQueue, ReliableLogRecordProcessor, ReliableSpanProcessor
 
 __all__ = [
@@ -16,6 +16,6 @@ __all__ = [
     "PipelineOptions",
     "ReliableLogRecordProcessor",
     "ReliableSpanProcessor",
-    "UsageError",
+    "ConfigError",
     "otlp_configured",
 ]

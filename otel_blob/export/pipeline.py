@@ -15,22 +15,23 @@ import logging
 import time
 from dataclasses import dataclass
 from importlib import import_module
+from urllib.parse import urlsplit
 from typing import Any, Mapping
 
-from ..telemetry.listener import DeterministicIdGenerator, TelemetryListener
-from ..watch.listener import EventListener
+from ..telemetry import DeterministicIdGenerator, TelemetryListener
+from ..watching.listener import EventListener
 from .direct_logs import DirectLoggerProvider
 from .queue import DEFAULT_QUEUE, DeliveryQueue, ReliableLogRecordProcessor, ReliableSpanProcessor, all_have_room
 
-__all__ = ["ExportPipeline", "PipelineOptions", "UsageError", "otlp_configured"]
+__all__ = ["ConfigError", "ExportPipeline", "PipelineOptions", "check_endpoint", "otlp_configured"]
 
 _log = logging.getLogger("otel_blob")
 
 DEFAULT_SERVICE_NAME = "otel-blob"
 
 
-class UsageError(Exception):
-    """Bad flag, value or path: one line on stderr, exit 2."""
+class ConfigError(ValueError):
+    """A bad ``OTEL_*`` value for the exporters; the message names the variable (the CLI: exit 2)."""
 
 
 _SIGNALS = ("traces", "logs", "metrics")
@@ -51,10 +52,7 @@ class PipelineOptions:
 def otlp_configured(endpoint: str | None, environ: Mapping[str, str]) -> bool:
     if endpoint:
         return True
-    return any(environ.get(v) for v in (
-        "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
-        "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT", "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
-    ))
+    return any(environ.get(v) for v in _ENDPOINT_VARS)
 
 
 def _exporter_kind(signal_name: str, environ: Mapping[str, str], default: str) -> str:
@@ -63,7 +61,7 @@ def _exporter_kind(signal_name: str, environ: Mapping[str, str], default: str) -
     kinds = [k.strip() for k in raw.split(",") if k.strip()]
     for k in kinds:
         if k not in ("otlp", "console", "none"):
-            raise UsageError(f"bad value {var}={raw!r}: otel-blob supports otlp, console or none")
+            raise ConfigError(f"bad value {var}={raw!r}: otel-blob supports otlp, console or none")
     if "otlp" in kinds:
         return "otlp"
     return "console" if "console" in kinds else "none"
@@ -75,8 +73,40 @@ def _protocol(signal_name: str, environ: Mapping[str, str]) -> str:
     v = raw.strip().lower()
     if v not in ("grpc", "http/protobuf"):
         name = var if environ.get(var) else "OTEL_EXPORTER_OTLP_PROTOCOL"
-        raise UsageError(f"bad value {name}={raw!r}: expected grpc or http/protobuf")
+        raise ConfigError(f"bad value {name}={raw!r}: expected grpc or http/protobuf")
     return v
+
+
+def check_endpoint(value: str, where: str) -> str:
+    """``value`` if it is an OTLP endpoint URL (``http(s)://host[:port][/path]``); else a
+    :class:`ConfigError` naming ``where`` (the flag or variable it came from)."""
+    v = value.strip()
+    try:
+        url = urlsplit(v)
+        port = url.port  # ValueError for a port that is not a number
+    except ValueError:
+        url, port = None, None
+    if url is None or url.scheme not in ("http", "https") or not url.hostname:
+        raise ConfigError(f"bad value {where}={value!r}: expected a URL such as http://localhost:4317")
+    del port
+    return v
+
+
+_ENDPOINT_VARS = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                  "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT", "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT")
+
+
+def _endpoint(signal_name: str, endpoint: str | None, proto: str, environ: Mapping[str, str]) -> str:
+    """Where ``signal_name`` goes, as the exporter will resolve it (for the start-up message)."""
+    if endpoint:
+        return endpoint if proto == "grpc" else endpoint.rstrip("/") + "/v1/" + signal_name
+    own = environ.get(f"OTEL_EXPORTER_OTLP_{signal_name.upper()}_ENDPOINT")
+    if own:
+        return own
+    base = environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+    if proto == "grpc":
+        return base or "http://localhost:4317"
+    return (base or "http://localhost:4318").rstrip("/") + "/v1/" + signal_name
 
 
 def _otlp_exporter(signal_name: str, endpoint: str | None, environ: Mapping[str, str]) -> Any:
@@ -149,10 +179,18 @@ class ExportPipeline:
         kinds = {s: _exporter_kind(s, environ, default_exporter) for s in _SIGNALS}
         for s in _SIGNALS:
             _protocol(s, environ)  # a bad value is an error even when this signal is not exported
+        for var in _ENDPOINT_VARS:  # likewise: checked as --otlp is, not retried for minutes
+            if environ.get(var):
+                check_endpoint(environ[var], var)
+        if options.otlp:
+            check_endpoint(options.otlp, "--otlp")
         if options.console:
             kinds = {s: "none" for s in _SIGNALS}  # --console prints instead of exporting
         self.kinds = kinds
         self.exporting = any(k != "none" for k in kinds.values())
+        self.destinations = {s: (f"OTLP/{'gRPC' if _protocol(s, environ) == 'grpc' else 'HTTP'} to "
+                                 f"{_endpoint(s, options.otlp, _protocol(s, environ), environ)}" if k == "otlp" else k)
+                             for s, k in kinds.items()}
         endpoint = options.otlp
         # Build every exporter first: a bad protocol value fails before anything starts.
         exporters: dict[str, Any] = {}
@@ -207,8 +245,18 @@ class ExportPipeline:
         """True when every export queue has room (waits up to ``timeout``; None: forever)."""
         return all_have_room(self.queues, timeout)
 
+    def describe(self) -> str:
+        """Where the telemetry goes, in one line (``logs and traces: OTLP/gRPC to http://...``)."""
+        if not self.exporting:
+            return "nowhere (every OTEL_<SIGNAL>_EXPORTER is none)"
+        by_dest: dict[str, list[str]] = {}
+        for s in _SIGNALS:
+            if self.kinds[s] != "none":
+                by_dest.setdefault(self.destinations[s], []).append(s)
+        return "; ".join(f"{' and '.join(signals)}: {dest}" for dest, signals in by_dest.items())
+
     def marks(self) -> tuple[int, ...]:
-        """Items handed to each export queue so far (see :class:`~otel_blob.watch.positions.Positions`)."""
+        """Items handed to each export queue so far (see :class:`~otel_blob.watching.positions.Positions`)."""
         return tuple(q.enqueued for q in self.queues)
 
     def delivered(self) -> tuple[int, ...]:
@@ -218,6 +266,10 @@ class ExportPipeline:
     def dropped(self) -> int:
         return sum(sum(q.dropped.values()) for q in self.queues)
 
+    def dropped_by_reason(self) -> dict[str, int]:
+        """``{"<signal> <reason>": items}`` of every drop (``logs shutdown``: unsent when stopped)."""
+        return {f"{q.signal} {reason}": n for q in self.queues for reason, n in q.dropped.items() if n}
+
     def flush(self, timeout_millis: int = 30000) -> bool:
         """Hand every finished span and log record to the exporters; True if they took them all."""
         ok = self.tracer_provider.force_flush(timeout_millis)
@@ -225,19 +277,27 @@ class ExportPipeline:
         return bool(ok)
 
     def shutdown(self) -> None:
-        """Flush (retrying up to ``shutdown_timeout`` s while the Collector is away), then stop."""
+        """Flush, retrying while the Collector is away, then stop -- all within ``shutdown_timeout``
+        seconds (what the exporters still hold then is counted as dropped, see :meth:`dropped`)."""
         if self._shut:
             return
         self._shut = True
         end = time.monotonic() + self.shutdown_timeout
-        self.flush(int(self.shutdown_timeout * 1000))
+
+        def left_ms() -> int:
+            return int(max(0.0, end - time.monotonic()) * 1000)
+
+        self.tracer_provider.force_flush(left_ms())
+        self.logger_provider.force_flush(left_ms())
         if self.listener is not None:
             self.listener.flush_metrics()  # counter sums of a batch cut short (a failure mid-file)
-        self.meter_provider.force_flush()
         for q in self.queues:
-            q.shutdown(int(max(0.0, end - time.monotonic()) * 1000))
-        for provider in (self.tracer_provider, self.logger_provider, self.meter_provider):
+            q.shutdown(left_ms())
+        for provider in (self.meter_provider, self.tracer_provider, self.logger_provider):
             try:
-                provider.shutdown()
+                if provider is self.meter_provider:
+                    provider.shutdown(timeout_millis=max(left_ms(), 1000))  # its last collection, bounded
+                else:
+                    provider.shutdown()  # our queues are already shut down: nothing waits here
             except Exception:  # pragma: no cover - exporter bugs must not change the exit code
                 _log.debug("shutdown of %r failed", provider, exc_info=True)

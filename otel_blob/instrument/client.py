@@ -1,10 +1,17 @@
 """The application's side of the helper process (see :mod:`otel_blob.instrument.server`).
 
 :class:`HelperClient` starts ``python -m otel_blob.helper`` at the first open of
-an ``Rdict``, tells it what it cannot see by itself (which databases were
-opened and closed, the trace context of the application's ``flush()`` /
-``compact_range()`` calls) in :mod:`~otel_blob.instrument.protocol` messages,
-and falls back to in-process watching if the helper cannot start or dies.
+an ``Rdict`` -- in a session of its own, holding none of the application's
+terminal or pipes -- and tells it what it cannot see by itself (which databases
+were opened, the trace context of the application's ``flush()`` /
+``compact_range()`` calls) in :mod:`~otel_blob.instrument.protocol` messages.
+It never waits for the helper: not at an open, not at ``close()``, not at exit
+(the helper sees the application's end when its pipe closes).
+
+The helper reports how far each DB session was delivered (exported, not only
+read). If it cannot start or dies, ``on_failure`` gets every session it had not
+finished, with its last delivered position: the instrumentation follows them
+in-process from there, so nothing is lost or delivered twice.
 """
 
 from __future__ import annotations
@@ -15,16 +22,16 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any, Callable
 
+from ..source.identity import FileIdentity
 from . import protocol as p
+from . import state
 
-__all__ = ["HelperClient"]
+__all__ = ["HelperClient", "PendingSession"]
 
 _log = logging.getLogger("otel_blob")
-
-CLOSE_WAIT = 5.0  # seconds Rdict.close() waits for the helper's drain of that DB
-EXIT_WAIT = 5.0  # seconds the application's exit waits for the helper's last export
 
 _AUTO_SITE = os.path.join("opentelemetry", "instrumentation", "auto_instrumentation")
 # The directory our package is in: the helper must import it wherever the application found it.
@@ -47,6 +54,17 @@ def _helper_env() -> dict[str, str]:
     return env
 
 
+@dataclass
+class PendingSession:
+    """A DB session handed to the helper and not yet reported delivered to its end."""
+
+    key: int
+    db_path: str
+    log_path: str
+    anchor: FileIdentity | None
+    position: dict[str, Any] | None = None  # the last delivered position the helper reported
+
+
 class _RemoteOp:
     """What ``TelemetryListener.manual_operation`` returns, for an op the helper matches."""
 
@@ -63,40 +81,49 @@ class _RemoteOp:
 class HelperClient:
     """The application's handle on its helper process (one per process).
 
-    ``on_failure(watched)`` is called (once, from a background thread) with the
-    ``(db_path, log_path)`` pairs the helper was watching if it cannot start or
-    dies: the instrumentation then watches them in-process.
+    ``on_failure(sessions)`` is called (once, from a background thread) with the
+    :class:`PendingSession` s the helper had not finished if it cannot start or dies.
     """
 
-    def __init__(self, settings: Any, resource: dict[str, Any], on_failure: Callable[[list[tuple[str, str]]], None]) -> None:
+    def __init__(self, settings: Any, resource: dict[str, Any],
+                 on_failure: Callable[[list[PendingSession]], None]) -> None:
         self.settings = settings
         self._on_failure = on_failure
         self._lock = threading.Lock()
-        self._acks: dict[int, threading.Event] = {}
+        self._idle = threading.Condition(self._lock)
+        self._sessions: dict[int, PendingSession] = {}
         self._seq = 0
-        self._watched: dict[str, str] = {}  # log path -> db path
         self._failed = False
         self.error: str | None = None
-        # Answers come on a pipe of their own: the helper's stdout and stderr stay the
-        # application's (a console exporter prints where the application would).
+        self.state_dir = state.resolve(settings.state_dir)
+        _report_earlier_losses(self.state_dir)
+        log = state.open_log(self.state_dir)
+        # Answers come on a pipe of their own. The helper gets none of the application's
+        # descriptors (its stdout, stderr, terminal) and a session of its own: it may go on
+        # delivering after the application exited, without holding up `app | tee` or a
+        # terminal, and the terminal's Ctrl-C is not for it.
         r, w = os.pipe()
         try:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "otel_blob.helper", str(w)],
-                stdin=subprocess.PIPE, env=_helper_env(), close_fds=True, pass_fds=(w,),
+                stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=log or subprocess.DEVNULL,
+                env=_helper_env(), close_fds=True, pass_fds=(w,), start_new_session=True,
             )
         except BaseException:
             os.close(r)
             raise
         finally:
             os.close(w)
+            if log is not None:
+                log.close()
         self._answers = os.fdopen(r, "rb")
         self._reader = threading.Thread(target=self._read, name="otel_blob-helper-reader", daemon=True)
         self._reader.start()
         s = settings
         self._send(p.Hello(p.VERSION, {k: (list(v) if isinstance(v, tuple) else v)
                                        for k, v in resource.items() if _jsonable(v)},
-                           s.severity, s.events, s.file_paths, s.poll_interval, s.helper_nice))
+                           s.severity, s.events, s.file_paths, s.poll_interval, s.helper_nice,
+                           s.helper_exit_timeout, self.state_dir))
 
     @property
     def alive(self) -> bool:
@@ -104,22 +131,10 @@ class HelperClient:
 
     # -- what the instrumentor calls ---------------------------------------------------
 
-    def watch(self, db_path: str, log_path: str) -> None:
+    def watch(self, key: int, db_path: str, log_path: str, anchor: FileIdentity | None) -> None:
         with self._lock:
-            self._watched[log_path] = db_path
-        self._send(p.WatchDb(db_path, log_path))
-
-    def close(self, log_path: str) -> None:
-        with self._lock:
-            self._watched.pop(log_path, None)
-            self._seq += 1
-            seq = self._seq
-            done = self._acks[seq] = threading.Event()
-        self._send(p.Close(log_path, seq))
-        if not self._failed:
-            done.wait(CLOSE_WAIT)
-        with self._lock:
-            self._acks.pop(seq, None)
+            self._sessions[key] = PendingSession(key, db_path, log_path, anchor)
+        self._send(p.WatchDb(key, db_path, log_path, anchor.to_json() if anchor is not None else None))
 
     def manual_operation(self, db_path: str, kind: str, context: Any) -> _RemoteOp:
         from opentelemetry import trace
@@ -133,16 +148,21 @@ class HelperClient:
                                 int(sc.trace_flags), time.time_ns() // 1000))
         return _RemoteOp(self, op_id)
 
-    def shutdown(self, wait: float = EXIT_WAIT) -> None:
-        """End of the application: the helper drains, exports and exits (waited for up to ``wait`` s)."""
+    def wait_idle(self, timeout: float | None) -> bool:
+        """Wait until every session handed over was delivered to its end (or the helper failed)."""
+        with self._idle:
+            return self._idle.wait_for(lambda: not self._sessions or self._failed, timeout)
+
+    def detach(self) -> None:
+        """Let the helper go (uninstrument): it delivers what it holds and exits. No waiting."""
+        with self._lock:
+            self._failed = True  # nothing to fall back to: the instrumentation is off
+            self._sessions.clear()
+            self._idle.notify_all()
         try:
             self.proc.stdin.close()  # type: ignore[union-attr]
         except Exception:
             pass
-        try:
-            self.proc.wait(wait)
-        except subprocess.TimeoutExpired:
-            _log.info("the helper process %d is still exporting; it exits by itself", self.proc.pid)
 
     def forget_after_fork(self) -> None:
         """In a forked child: let go of the parent's pipes (so the helper sees the parent's exit)."""
@@ -172,30 +192,44 @@ class HelperClient:
                 msg = p.decode(raw)
             except p.ProtocolError:
                 continue
-            if isinstance(msg, p.Ack):
-                with self._lock:
-                    ev = self._acks.get(msg.seq)
-                if ev is not None:
-                    ev.set()
+            if isinstance(msg, p.Position):
+                with self._idle:
+                    pending = self._sessions.get(msg.key)
+                    if pending is not None:
+                        if msg.position.get("stopped"):
+                            del self._sessions[msg.key]
+                            self._idle.notify_all()
+                        else:
+                            pending.position = msg.position
+            elif isinstance(msg, p.Log):
+                _log.log(msg.level, "helper process: %s", msg.message)
             elif isinstance(msg, p.Error):  # (Ready needs nothing: messages queue in the pipe meanwhile)
                 self.error = msg.error
         code = self.proc.wait()
-        if not self._failed and (code != 0 or self.error):
+        if not self._failed and (code != 0 or self.error or self._sessions):
             self._fail(self.error or f"it exited with code {code}")
-        for ev in list(self._acks.values()):
-            ev.set()
 
     def _fail(self, why: str) -> None:
-        with self._lock:
+        with self._idle:
             if self._failed:
                 return
             self._failed = True
-            watched = [(db, log) for log, db in self._watched.items()]
-            self._watched.clear()
-            for ev in self._acks.values():
-                ev.set()
-        _log.warning("the helper process cannot export (%s); watching in-process instead", why)
+            pending = list(self._sessions.values())
+            self._sessions.clear()
+            self._idle.notify_all()
+        _log.warning("the helper process cannot deliver (%s); following %d database session(s) in-process from "
+                     "where it left off", why, len(pending))
         try:
-            self._on_failure(watched)
+            self._on_failure(pending)
         except Exception:
             _log.exception("falling back to in-process watching failed")
+
+
+def _report_earlier_losses(directory: str | None) -> None:
+    """Say once what helpers of earlier runs could not deliver after their application exited."""
+    records, path = state.take_undelivered(directory)
+    if not records:
+        return
+    items = sum(int(r.get("dropped", 0)) for r in records if isinstance(r.get("dropped", 0), int))
+    _log.warning("%d telemetry items of %d earlier run(s) could not be delivered after the application exited "
+                 "(details: %s)", items, len(records), path)

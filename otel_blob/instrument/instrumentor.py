@@ -1,20 +1,30 @@
 """RocksdictInstrumentor: hooks every ``rocksdict.Rdict`` opened after start-up.
 
-* ``Rdict(...)`` -- once the DB is open, its LOG is watched from the start of
-  the file RocksDB just began (recovery included), one watch per LOG.
-* ``Rdict.close()`` -- drains every remaining event (also the deletions RocksDB
-  logs while closing) before returning.
-* ``Rdict.flush()`` / ``Rdict.compact_range()`` -- recorded as spans
-  ``rocksdict.flush`` / ``rocksdict.compact_range``; the background job span they
-  cause becomes their child.
-* process exit -- an ``atexit`` hook, registered after the SDK's own, drains all
-  watches before the SDK providers shut down.
+* ``Rdict(...)`` -- a read-write open starts a DB session and a new LOG; the
+  session is followed from its first LOG line (recovery included) until RocksDB
+  logs its end (``Shutdown complete``) -- which may be long after ``close()``:
+  another handle (a column family from ``get_column_family``, an iterator, a
+  snapshot) keeps the database open, and its flushes, compactions and closing
+  purge are followed too. Read-only and secondary opens start no session and are
+  not followed (they create and delete no blob files; reading the primary's LOG
+  again would export its events twice).
+* ``Rdict.flush()`` / ``Rdict.compact_range()`` (also on column family handles) --
+  recorded as spans ``rocksdict.flush`` / ``rocksdict.compact_range``; the
+  background job span they cause becomes their child.
+* Nothing waits: not an open, not ``close()``, not the exit. Draining a LOG is
+  the watch loop's work (a thread, or the helper process), exporting the
+  exporters'.
 
 Where the LOG is followed (``mode``, ``OTEL_PYTHON_ROCKSDICT_MODE``): in a helper
-process (:mod:`otel_blob.helper`; nothing per event in the application, the
-default under ``opentelemetry-instrument``) or on a watcher thread of the
+process (:mod:`otel_blob.instrument.server`; nothing per event in the
+application, the default under ``opentelemetry-instrument``; it finishes the
+sessions still open when the application exits) or on a watcher thread of the
 application through its own providers (the default when ``instrument()`` is
-called from code, and the fallback when the helper cannot run).
+called from code with providers, and the fallback when the helper cannot run or
+dies -- from where it left off). In thread mode an exit hook, registered after
+the SDK's, delivers what the LOGs hold before the SDK providers shut down; what
+RocksDB logs later, while the interpreter drops databases still open, cannot be
+followed in-process (one warning says so).
 
 Nothing here raises into the application: every wrapper guards its own work and
 calls rocksdict exactly as it would be called without us.
@@ -23,6 +33,7 @@ calls rocksdict exactly as it would be called without us.
 from __future__ import annotations
 
 import atexit
+import itertools
 import logging
 import os
 import sys
@@ -37,24 +48,25 @@ from wrapt import wrap_function_wrapper
 
 from ..package import _instruments
 from ..settings import Settings
+from ..source.identity import identity_of
 from ..source.layout import info_log_path
-from ..telemetry.listener import TelemetryListener, shown_path
-from ..watch.api import start_watch
-from ..watch.db_watch import Watch
-from ..watch.loop import default_loop
-from .client import HelperClient
+from ..source.locks import holds_lock
+from ..telemetry import TelemetryListener, shown_path
+from ..watching.loop import default_loop
+from ..watching.sessions import SessionWatches
+from .client import HelperClient, PendingSession
 
 _log = logging.getLogger("otel_blob")
 
-_WRAPPED = ("close", "flush", "compact_range")
+_WRAPPED = ("flush", "compact_range")
 
 
 class RocksdictInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     """Blob file telemetry for every ``rocksdict.Rdict``.
 
-    ``instrument(tracer_provider=, logger_provider=, meter_provider=, enabled=,
-    severity=, events=, poll_interval=, file_paths=)``; settings not given come
-    from the ``OTEL_PYTHON_ROCKSDICT_*`` environment variables, then defaults.
+    ``instrument(tracer_provider=, logger_provider=, meter_provider=, **settings)``;
+    the settings (``otel_blob.settings.INSTRUMENTATION``) not given come from the
+    ``OTEL_PYTHON_ROCKSDICT_*`` environment variables, then defaults.
     """
 
     def instrumentation_dependencies(self) -> Collection[str]:
@@ -71,18 +83,16 @@ class RocksdictInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         self._providers = {k: kwargs.get(k) for k in ("tracer_provider", "logger_provider", "meter_provider")}
         self.process_mode = self._wants_process()
         self._listener: Any = None  # the in-process TelemetryListener, made when first needed
+        self._sessions: SessionWatches | None = None  # in-process session watches, made when first needed
         self._helper: HelperClient | None = None
         self._helper_failed = False
-        self._spawn_lock = threading.Lock()
-        self._tracer = trace.get_tracer(__name__, tracer_provider=kwargs.get("tracer_provider"))
         self._lock = threading.Lock()
-        self._watches: dict[str, Watch] = {}  # LOG path -> its in-process watch
-        self._remote: set[str] = set()  # LOG paths the helper process follows
-        self._handles: dict[int, str] = {}  # id(Rdict) -> LOG path
+        self._keys = itertools.count(1)
+        self._not_followed: set[str] = set()  # DB paths opened read-only (said once each)
+        self._tracer = trace.get_tracer(__name__, tracer_provider=kwargs.get("tracer_provider"))
         cls = rocksdict.Rdict
         self._had_init = "__init__" in cls.__dict__
         wrap_function_wrapper(cls, "__init__", self._init_wrapper)
-        wrap_function_wrapper(cls, "close", self._close_wrapper)
         wrap_function_wrapper(cls, "flush", self._manual_wrapper("rocksdict.flush", "flush"))
         wrap_function_wrapper(cls, "compact_range", self._manual_wrapper("rocksdict.compact_range", "compact_range"))
         self._patched = True
@@ -110,61 +120,49 @@ class RocksdictInstrumentor(BaseInstrumentor):  # type: ignore[misc]
                 severity=s.severity, kinds=s.events, file_paths=s.file_paths, **self._providers)
         return self._listener
 
+    def _in_process(self) -> SessionWatches:
+        with self._lock:
+            if self._sessions is None:
+                self._sessions = SessionWatches(self.listener, default_loop, poll_interval=self.settings.poll_interval)
+            return self._sessions
+
     def _helper_client(self) -> HelperClient | None:
         """The helper process, started at the first open (None: watch in-process)."""
         if not self.process_mode or self._helper_failed:
             return None
-        with self._spawn_lock:
-            return self._helper or self._spawn_helper()
-
-    def _spawn_helper(self) -> HelperClient | None:
-        if self._helper is None:
-            try:
-                res = getattr(trace.get_tracer_provider(), "resource", None)
-                attrs = dict(res.attributes) if res is not None else {}
-                self._helper = HelperClient(self.settings, attrs, self._on_helper_failure)
-            except Exception:
-                _log.warning("could not start the helper process; watching in-process", exc_info=True)
-                self._helper_failed = True
-                return None
-        return self._helper
-
-    def _on_helper_failure(self, watched: list[tuple[str, str]]) -> None:
         with self._lock:
-            self._helper_failed = True
-            for db_path, log_path in watched:
-                self._remote.discard(log_path)
-                if log_path in self._handles.values():
-                    self._start_thread_watch(db_path, log_path)
+            if self._helper is None and not self._helper_failed:
+                try:
+                    res = getattr(trace.get_tracer_provider(), "resource", None)
+                    attrs = dict(res.attributes) if res is not None else {}
+                    self._helper = HelperClient(self.settings, attrs, self._on_helper_failure)
+                except Exception:
+                    _log.warning("could not start the helper process; watching in-process", exc_info=True)
+                    self._helper_failed = True
+            return self._helper
 
-    def _start_thread_watch(self, db_path: str, log_path: str) -> None:
-        w = self._watches.get(log_path)
-        if w is not None and not w.stopped:
-            return  # still following this DB (an Rdict dropped without close()): it moves on to the new LOG
-        self._watches[log_path] = start_watch(
-            db_path, log_path, self.listener, loop=default_loop, start="start",
-            poll_interval=self.settings.poll_interval,
-        )
+    def _on_helper_failure(self, pending: list[PendingSession]) -> None:
+        self._helper_failed = True
+        sessions = self._in_process()
+        for s in pending:  # from where the helper's delivery ended: nothing twice, nothing lost
+            sessions.open(s.key, s.db_path, s.log_path, s.anchor, s.position)
 
     def _after_fork_in_child(self) -> None:
         # A forked child inherits the parent's watches (and maybe a lock held by the
         # parent's watcher thread). Draining them at the child's exit would export
-        # the parent's events a second time: the child forgets them and watches only
+        # the parent's events a second time: the child forgets them and follows only
         # the databases it opens itself. (The shared WatchLoop does the same.) The
         # parent's helper is the parent's: the child closes its copy of the pipes.
         if not getattr(self, "_patched", False):
             return
         self._lock = threading.Lock()
-        self._spawn_lock = threading.Lock()
-        self._watches = {}
-        self._remote = set()
-        self._handles = {}
+        if self._sessions is not None:
+            self._sessions.forget()
         if self._helper is not None:
             self._helper.forget_after_fork()
             self._helper = None
-        listener = self._listener
-        if listener is not None and hasattr(listener, "_lock"):
-            listener._lock = threading.Lock()
+        if self._listener is not None:
+            self._listener.renew_locks()
 
     def _uninstrument(self, **kwargs: Any) -> None:
         import rocksdict
@@ -179,70 +177,60 @@ class RocksdictInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         else:
             del cls.__init__  # rocksdict has none of its own: back to object.__init__
         self._patched = False
-        atexit.unregister(self.drain_all)
-        self.drain_all()
+        atexit.unregister(self._at_exit)
+        self._at_exit()
+        if self._helper is not None:
+            self._helper.detach()
+            self._helper = None
 
     # -- the wrappers -------------------------------------------------------------
 
     def _init_wrapper(self, wrapped: Any, instance: Any, args: Any, kwargs: Any) -> None:
         # rocksdict opens the DB in __new__; __init__ is object's and takes no
-        # arguments. By now the DB is open and its new LOG begun.
+        # arguments. By now the DB is open and, for a read-write open, its new LOG begun.
         if is_instrumentation_enabled():
             try:
-                self._start(instance)
+                self._opened(instance)
             except Exception:
-                _log.exception("could not start watching a rocksdict database")
+                _log.exception("could not start following a rocksdict database")
 
-    def _start(self, rdict: Any) -> None:
-        db_path = rdict.path()
+    def _opened(self, rdict: Any) -> None:
+        db_path = os.path.abspath(rdict.path())
+        if holds_lock(os.path.join(db_path, "LOCK")) is False:
+            # Read-only or secondary: no session of its own, no LOG of its own in the DB directory.
+            if db_path not in self._not_followed:
+                self._not_followed.add(db_path)
+                _log.debug("not following %s: opened read-only or as a secondary", db_path)
+            return
         log_path = info_log_path(db_path)
+        anchor = identity_of(log_path)  # the LOG RocksDB just began, wherever it is renamed to later
+        key = next(self._keys)
         helper = self._helper_client()
-        with self._lock:
-            self._handles[id(rdict)] = log_path
-            if helper is not None and helper.alive:
-                if log_path not in self._remote:
-                    self._remote.add(log_path)
-                    helper.watch(os.path.abspath(db_path), log_path)
-            else:
-                self._start_thread_watch(db_path, log_path)
+        if helper is not None and helper.alive:
+            helper.watch(key, db_path, log_path, anchor)
+        else:
+            self._in_process().open(key, db_path, log_path, anchor)
         # Registered (again) after the SDK's providers registered theirs: atexit
         # runs last-in first-out, so the drain comes before their shutdown.
-        atexit.unregister(self.drain_all)
-        atexit.register(self.drain_all)
-
-    def _close_wrapper(self, wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-        result = wrapped(*args, **kwargs)
-        try:
-            with self._lock:
-                log_path = self._handles.pop(id(instance), None)
-                others = log_path in self._handles.values()
-                w = self._watches.pop(log_path, None) if log_path and not others else None
-                remote = log_path in self._remote and not others
-                if remote:
-                    self._remote.discard(log_path)
-            if w is not None:
-                w.stop()  # the DB is closed: deliver all it logged, the close included
-            if remote and self._helper is not None:
-                self._helper.close(log_path)  # the helper does the same; waits for its answer
-        except Exception:
-            _log.exception("draining a closed rocksdict database failed")
-        return result
+        atexit.unregister(self._at_exit)
+        atexit.register(self._at_exit)
 
     def _manual_wrapper(self, span_name: str, kind: str) -> Any:
         def wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
             if not is_instrumentation_enabled():
                 return wrapped(*args, **kwargs)
             try:
-                db_path = instance.path()
+                db_path = os.path.abspath(instance.path())
                 attributes = {"db.system.name": "rocksdb"}
-                shown = shown_path(os.path.abspath(db_path), self.settings.file_paths)
+                shown = shown_path(db_path, self.settings.file_paths)
                 if shown is not None:  # None: paths are not recorded (file_paths=none)
                     attributes["rocksdb.db.path"] = shown
                 span = self._tracer.start_span(span_name, attributes=attributes)
                 ctx = trace.set_span_in_context(span)
-                with self._lock:
-                    remote = self._helper is not None and self._handles.get(id(instance)) in self._remote
-                sink = self._helper if remote else self.listener
+                # Whoever follows this database's sessions matches the job to the call; a
+                # column family handle is an Rdict never opened through __init__: by path.
+                helper = self._helper
+                sink = helper if helper is not None and helper.alive else self.listener
                 op = sink.manual_operation(db_path, kind, ctx)
             except Exception:
                 _log.exception("could not trace %s", span_name)
@@ -261,23 +249,49 @@ class RocksdictInstrumentor(BaseInstrumentor):  # type: ignore[misc]
 
         return wrapper
 
-    # -- draining -------------------------------------------------------------------
+    # -- waiting and draining ---------------------------------------------------------
 
-    def drain_all(self) -> None:
-        """Deliver every event still in the LOGs and stop all watches (atexit)."""
-        with self._lock:
-            watches = list(self._watches.values())
-            self._watches.clear()
-            self._handles.clear()
-            self._remote.clear()
-            helper, self._helper = self._helper, None
-        for w in watches:
-            try:
-                w.stop()
-            except Exception:
-                _log.exception("draining %s failed", w.log_path)
-        if helper is not None:
-            try:
-                helper.shutdown()
-            except Exception:
-                _log.exception("stopping the helper process failed")
+    @property
+    def helper_pid(self) -> int | None:
+        """The helper process's pid (None in thread mode, or before the first open)."""
+        helper = getattr(self, "_helper", None)
+        return helper.proc.pid if helper is not None else None
+
+    def wait_for_sessions(self, timeout: float | None = None) -> bool:
+        """Wait until every DB session opened so far has ended (RocksDB logged its
+        ``Shutdown complete``) and everything it logged was delivered to the exporters
+        (in process mode: exported by the helper). True if so within ``timeout`` s.
+
+        For tests and orderly shutdowns; the instrumentation itself never waits.
+        """
+        import time
+
+        deadline = None if timeout is None else time.monotonic() + timeout
+        helper = getattr(self, "_helper", None)
+        if helper is not None and helper.alive:
+            if not helper.wait_idle(timeout):
+                return False
+        sessions = getattr(self, "_sessions", None)
+        if sessions is None:
+            return True
+        while not sessions.idle():
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            sessions.wait_change(0.05 if deadline is None else max(0.0, min(0.05, deadline - time.monotonic())))
+        return True
+
+    def _at_exit(self) -> None:
+        """Thread mode: deliver what every LOG holds now, before the SDK's providers shut down.
+
+        Process mode: nothing -- the helper sees the application's end when its pipe
+        closes (after the interpreter dropped every database) and finishes on its own.
+        """
+        sessions = getattr(self, "_sessions", None)
+        if sessions is None:
+            return
+        still_open = sessions.stop_all(final=False)
+        if still_open:
+            _log.warning("%d database(s) still open at exit (%s): what RocksDB logs while the interpreter closes "
+                         "them is not exported in thread mode; close them before exit, or use "
+                         "OTEL_PYTHON_ROCKSDICT_MODE=process", len(still_open),
+                         ", ".join(sorted({w.db_path for w in still_open})))

@@ -1,8 +1,9 @@
 """The helper protocol: typed, versioned messages between an application and its helper process.
 
 One JSON object per line. The application writes to the helper's stdin; the
-helper answers on a pipe of its own (its stdout and stderr are not the
-application's business). Every message names its ``op``; the first one each way
+helper answers on a pipe of its own. Nothing is a request the application waits
+for: it says what happened (a database opened, a flush began) and hears back,
+when it comes, how far each session was delivered. Every message names its ``op``; the first one each way
 (:class:`Hello`, :class:`Ready`) carries :data:`VERSION`, and a helper refuses an
 application of another version (:class:`Error`) -- the application then watches
 in-process. Unknown fields are ignored (a newer peer may add some); a missing
@@ -17,13 +18,13 @@ from typing import Any, ClassVar
 
 __all__ = [
     "VERSION",
-    "Ack",
-    "Close",
     "Error",
     "Hello",
+    "Log",
     "Manual",
     "ManualDone",
     "Message",
+    "Position",
     "ProtocolError",
     "Ready",
     "WatchDb",
@@ -31,7 +32,7 @@ __all__ = [
     "encode",
 ]
 
-VERSION = 1
+VERSION = 2
 
 
 class ProtocolError(ValueError):
@@ -58,24 +59,24 @@ class Hello(Message):
     file_paths: str = "full"
     poll_interval: float = 0.01
     nice: int = 19
+    exit_timeout: float = 30.0  # s the helper may go on exporting once the application is gone
+    state_dir: str | None = None  # where its log and undelivered.jsonl go (None: it has none)
 
 
 @dataclass
 class WatchDb(Message):
-    """A database was opened: follow its LOG."""
+    """A database was opened (a new DB session): follow it until RocksDB logs its end.
+
+    ``anchor`` is the identity of the live LOG file at the open (it may be renamed by the
+    time the helper looks); ``position``, when given, is where to resume instead (a
+    session an earlier helper followed)."""
 
     op: ClassVar[str] = "watch"
+    key: int
     db: str
     log: str
-
-
-@dataclass
-class Close(Message):
-    """A database was closed: deliver what its LOG holds, then answer :class:`Ack` ``seq``."""
-
-    op: ClassVar[str] = "close"
-    log: str
-    seq: int
+    anchor: dict[str, Any] | None = None
+    position: dict[str, Any] | None = None
 
 
 @dataclass
@@ -117,13 +118,27 @@ class Error(Message):
 
 
 @dataclass
-class Ack(Message):
-    op: ClassVar[str] = "ack"
-    seq: int
+class Position(Message):
+    """How far the session ``key`` was delivered -- exported, not only read (a
+    :meth:`~otel_blob.watching.db_watch.Watch.checkpoint`). ``"stopped"`` in it: the session
+    ended and everything it logged was delivered."""
+
+    op: ClassVar[str] = "position"
+    key: int
+    position: dict[str, Any]
 
 
-_TYPES = {cls.op: cls for cls in (Hello, WatchDb, Close, Manual, ManualDone, Ready, Error, Ack)}
-_PY_TYPES = {"int": int, "str": str, "float": (int, float), "dict[str, Any]": dict}
+@dataclass
+class Log(Message):
+    """A message of the helper's for the application's log (while the application runs)."""
+
+    op: ClassVar[str] = "log"
+    level: int
+    message: str
+
+
+_TYPES = {cls.op: cls for cls in (Hello, WatchDb, Manual, ManualDone, Ready, Error, Position, Log)}
+_PY_TYPES = {"int": int, "str": str, "float": (int, float), "dict[str, Any]": dict}  # field types as written
 
 
 def encode(msg: Message) -> bytes:
@@ -146,8 +161,11 @@ def decode(line: bytes) -> Message:
         if f.name not in obj:
             continue
         value = obj[f.name]
-        want = _PY_TYPES.get(str(f.type))
-        if want is not None and (not isinstance(value, want) or isinstance(value, bool)):
+        typename, optional = str(f.type).removesuffix(" | None"), str(f.type).endswith(" | None")
+        want = _PY_TYPES.get(typename)
+        if value is None and optional:
+            pass
+        elif want is not None and (not isinstance(value, want) or isinstance(value, bool)):
             raise ProtocolError(f"{cls.op}.{f.name} must be {f.type}, not {type(value).__name__}")
         values[f.name] = value
     try:

@@ -10,20 +10,21 @@ application's resource, so its telemetry is the application's. Per event the
 application pays nothing: a blob-heavy writer keeps its GIL and its core (see
 bench/README.md for the numbers).
 
-The application tells the helper what it cannot see by itself
-(:mod:`~otel_blob.instrument.protocol`):
+What the application tells it (:mod:`~otel_blob.instrument.protocol`) is read on
+the watch loop's thread *before* each read of the LOGs: a ``manual`` message the
+application wrote before its ``flush()`` reached RocksDB is always known when the
+job it caused is read, so the job span gets its parent. Each open is a DB session,
+followed until RocksDB logs its end (:class:`~otel_blob.watching.sessions.SessionWatches`),
+however long after ``close()``. Delivered positions go back to the application
+(:class:`~otel_blob.watching.positions.Positions`): if this process dies, the
+application resumes from them.
 
-* ``watch`` / ``close`` -- a DB was opened / closed (``close`` is answered once
-  the helper delivered everything that DB logged);
-* ``manual`` / ``manual_done`` -- the trace context and the time window of an
-  application ``flush()`` / ``compact_range()`` span, so the background job span
-  the helper makes becomes its child, across the process boundary;
-* end of file -- the application exited (or was killed): the helper drains every
-  LOG to its end, exports, and exits. It never outlives that drain (retries
-  included, ``shutdown_timeout``).
-
-The helper answers on a pipe of its own: ``ready`` or ``error`` once, then an
-``ack`` per ``close``.
+When the application is gone (its pipe closes, or it dies and we are
+re-parented) the helper reads every LOG to its end -- the application's last
+lines are written by then -- exports for at most ``exit_timeout`` seconds, and
+exits. Its stdout and stderr are not the application's; its log is
+``<state dir>/helper.log``, and what it could not deliver is appended to
+``<state dir>/undelivered.jsonl`` (:mod:`~otel_blob.instrument.state`).
 """
 
 from __future__ import annotations
@@ -33,45 +34,118 @@ import os
 import signal
 import sys
 import threading
+import time
 from typing import Any
 
-from ..export.pipeline import ExportPipeline, PipelineOptions, UsageError
-from ..source.layout import WatchError
-from ..watch.api import start_watch
-from ..watch.loop import WatchLoop
+from ..export.pipeline import ConfigError, ExportPipeline, PipelineOptions
+from ..source.identity import FileIdentity
+from ..watching.loop import WatchLoop
+from ..watching.positions import Positions
+from ..watching.sessions import SessionWatches
 from . import protocol as p
-from .client import CLOSE_WAIT
+from . import state
 
 __all__ = ["serve"]
 
 _log = logging.getLogger("otel_blob")
 
 MANUAL_OPS_MAX = 4096  # application calls remembered until they are done
+REPORT_EVERY = 0.1  # s between two reports of delivered positions to the application
 
 
-def serve(stdin: Any = None, stdout: Any = None) -> int:
-    """The helper's main loop (``python -m otel_blob.helper``)."""
-    stdin = stdin or sys.stdin.buffer
-    if stdout is None:
-        stdout = os.fdopen(int(sys.argv[1]), "wb") if len(sys.argv) > 1 else sys.stdout.buffer
-    out_lock = threading.Lock()
+class _Answers:
+    """The pipe to the application: one message per write, never blocking the helper."""
 
-    def reply(msg: p.Message) -> None:
-        with out_lock:
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.lock = threading.Lock()
+        self.open = True
+
+    def send(self, msg: p.Message) -> None:
+        data = p.encode(msg)
+        with self.lock:
+            if not self.open:
+                return
             try:
-                stdout.write(p.encode(msg))
-                stdout.flush()
-            except (OSError, ValueError):
-                pass
+                while data:
+                    n = os.write(self.fd, data)
+                    data = data[n:]
+            except BlockingIOError:
+                pass  # the application is not reading: it misses this message, we do not stall
+            except OSError:
+                self.open = False  # the application is gone
+
+
+class _ToApplication(logging.Handler):
+    """The helper's warnings, in the application's log while it runs (and in helper.log always)."""
+
+    def __init__(self, answers: _Answers) -> None:
+        super().__init__(logging.WARNING)
+        self.answers = answers
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.answers.send(p.Log(record.levelno, record.getMessage()))
+        except Exception:
+            pass
+
+
+class _Messages:
+    """The application's messages, read without blocking between two rounds of the loop."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.buf = b""
+        self.eof = False
+
+    def first(self) -> bytes:
+        """The first line, waited for (the hello); what came after it stays for :meth:`read`."""
+        while b"\n" not in self.buf:
+            chunk = os.read(self.fd, 1 << 16)
+            if not chunk:
+                self.eof = True
+                break
+            self.buf += chunk
+        line, _, self.buf = self.buf.partition(b"\n")
+        os.set_blocking(self.fd, False)
+        return line
+
+    def read(self) -> list[bytes]:
+        while True:
+            try:
+                chunk = os.read(self.fd, 1 << 16)
+            except BlockingIOError:
+                break
+            except OSError:
+                chunk = b""
+            if not chunk:
+                self.eof = True
+                break
+            self.buf += chunk
+        lines = self.buf.split(b"\n")
+        self.buf = lines.pop()
+        return lines
+
+
+def serve(stdin_fd: int | None = None, answers_fd: int | None = None) -> int:
+    """The helper's main loop (``python -m otel_blob.helper ANSWER_FD``)."""
+    stdin_fd = sys.stdin.fileno() if stdin_fd is None else stdin_fd
+    if answers_fd is None:
+        answers_fd = int(sys.argv[1]) if len(sys.argv) > 1 else sys.stdout.fileno()
+    answers = _Answers(answers_fd)
+    parent = os.getppid()
 
     # The application's Ctrl-C is for the application: we stop when its pipe closes.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
-    logging.basicConfig(level=logging.WARNING, format="otel_blob helper %(process)d: %(levelname)s %(message)s")
+    logging.basicConfig(level=logging.WARNING, format=f"%(asctime)s otel_blob helper {os.getpid()} "
+                        f"(application {parent}): %(levelname)s %(message)s")
+    logging.getLogger().addHandler(_ToApplication(answers))
 
+    messages = _Messages(stdin_fd)
     try:
-        hello = p.decode(stdin.readline())
+        hello = p.decode(messages.first())
         if not isinstance(hello, p.Hello):
             raise p.ProtocolError(f"expected hello, not {hello.op}")
         if hello.version != p.VERSION:
@@ -81,77 +155,103 @@ def serve(stdin: Any = None, stdout: Any = None) -> int:
         except OSError:
             pass
         pipeline = ExportPipeline(PipelineOptions(hello.severity, hello.events, hello.file_paths), os.environ,
-                                  default_exporter="otlp", resource_attributes=hello.resource)
-    except (p.ProtocolError, UsageError, ImportError) as exc:
-        reply(p.Error(str(exc) or type(exc).__name__))
+                                  default_exporter="otlp", resource_attributes=hello.resource,
+                                  shutdown_timeout=hello.exit_timeout)
+    except (p.ProtocolError, ConfigError, ImportError) as exc:
+        answers.send(p.Error(str(exc) or type(exc).__name__))
         return 2
-    listener = pipeline.listener
-    reply(p.Ready())
-    if listener is None:  # every exporter is "none": nothing to do but answer
-        for raw in stdin:
-            try:
-                msg = p.decode(raw)
-            except p.ProtocolError:
-                continue
-            if isinstance(msg, p.Close):
-                reply(p.Ack(msg.seq))
-        return 0
+    answers.send(p.Ready())
+    return _Helper(hello, pipeline, answers, messages, parent, stopping).run()
 
-    from opentelemetry import trace
-    from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
-    loop = WatchLoop()
-    watches: dict[str, Any] = {}
-    ops: dict[int, Any] = {}
+class _Helper:
+    def __init__(self, hello: p.Hello, pipeline: ExportPipeline, answers: _Answers, messages: _Messages,
+                 parent: int, stopping: threading.Event) -> None:
+        self.hello = hello
+        self.pipeline = pipeline
+        self.answers = answers
+        self.messages = messages
+        self.parent = parent
+        self.stopping = stopping
+        self.ops: dict[int, Any] = {}
+        self.positions = Positions(pipeline.marks, pipeline.delivered)
+        self.loop = WatchLoop(before_round=self.before_round, wake_fds=(messages.fd,))
+        self.sessions = (SessionWatches(pipeline.listener, self.loop, poll_interval=hello.poll_interval,
+                                        on_checkpoint=self.positions.capture)
+                         if pipeline.listener is not None else None)
+        self.next_report = 0.0
 
-    def handle(msg: p.Message) -> None:
+    def run(self) -> int:
+        self.loop.call_soon(lambda: None)  # start the thread
+        while not self.stopping.wait(0.5):
+            if not self.loop.is_running():
+                break
+        self.loop.stop()
+        self.loop.join()
+        return self.finish()
+
+    # -- on the loop's thread, before each round --------------------------------------
+
+    def before_round(self) -> None:
+        for raw in self.messages.read():
+            if raw.strip():
+                try:
+                    self.handle(p.decode(raw))
+                except Exception:
+                    _log.exception("bad message from the application: %r", raw[:200])
+        if self.messages.eof or os.getppid() != self.parent:
+            self.stopping.set()  # the application is gone
+            self.loop.stop()
+            return
+        now = time.monotonic()
+        if now >= self.next_report:
+            self.next_report = now + REPORT_EVERY
+            for key, position in self.positions.confirm().items():
+                self.answers.send(p.Position(key, position))  # type: ignore[arg-type]
+                if position.get("stopped"):
+                    self.positions.forget(key)
+
+    def handle(self, msg: p.Message) -> None:
         if isinstance(msg, p.WatchDb):
-            w = watches.get(msg.log)
-            if w is not None and not w.stopped:
+            if self.sessions is None:  # every exporter is "none": nothing will ever be delivered
+                self.answers.send(p.Position(msg.key, {"stopped": True}))
                 return
-            try:
-                watches[msg.log] = start_watch(msg.db, msg.log, listener, loop=loop, start="start",
-                                               poll_interval=hello.poll_interval)
-            except WatchError as exc:
-                _log.warning("%s", exc)
-        elif isinstance(msg, p.Close):
-            w = watches.pop(msg.log, None)
-            if w is not None:
-                w.stop()
-            pipeline.flush(int(CLOSE_WAIT * 1000))
-            reply(p.Ack(msg.seq))
+            anchor = FileIdentity.from_json(msg.anchor) if msg.anchor else None
+            self.sessions.open(msg.key, msg.db, msg.log, anchor, msg.position)
         elif isinstance(msg, p.Manual):
+            listener = self.pipeline.listener
+            if listener is None:
+                return
+            from opentelemetry import trace
+            from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+
             sc = SpanContext(int(msg.trace_id, 16), int(msg.span_id, 16), is_remote=True,
                              trace_flags=TraceFlags(msg.flags))
             m = listener.manual_operation(msg.db, msg.kind, trace.set_span_in_context(NonRecordingSpan(sc)))
             m.start_us = msg.start_us
-            ops[msg.id] = m
-            while len(ops) > MANUAL_OPS_MAX:
-                ops.pop(next(iter(ops)))
+            self.ops[msg.id] = m
+            while len(self.ops) > MANUAL_OPS_MAX:
+                self.ops.pop(next(iter(self.ops)))
         elif isinstance(msg, p.ManualDone):
-            m = ops.pop(msg.id, None)
+            m = self.ops.pop(msg.id, None)
             if m is not None:
                 m.end_us = msg.end_us
 
-    def read() -> None:
-        for raw in stdin:
-            try:
-                handle(p.decode(raw))
-            except Exception:
-                _log.exception("bad message %r", raw[:200])
-        stopping.set()
+    # -- after the application ------------------------------------------------------------
 
-    threading.Thread(target=read, name="otel_blob-helper-stdin", daemon=True).start()
-    while not stopping.wait(0.5):
-        pass
-    # The application is gone (or asked us to stop): every LOG to its end, then export.
-    for w in list(watches.values()):
-        try:
-            w.stop()
-        except Exception:
-            _log.exception("draining %s failed", w.log_path)
-    pipeline.shutdown()
-    lost = pipeline.dropped()
-    if lost:
-        _log.warning("%d telemetry items could not be exported", lost)
-    return 0
+    def finish(self) -> int:
+        """Every LOG to its end (the application's last lines are written), export within the
+        bound, then say what could not be delivered."""
+        started = time.monotonic()
+        if self.sessions is not None:
+            self.sessions.stop_all(final=True)
+        self.pipeline.shutdown()
+        dropped = self.pipeline.dropped()
+        if dropped:
+            where = state.append_undelivered(state.resolve(self.hello.state_dir), {
+                "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "application_pid": self.parent, "helper_pid": os.getpid(),
+                "service": self.hello.resource.get("service.name"), "dropped": dropped,
+                "by_reason": self.pipeline.dropped_by_reason(), "seconds": round(time.monotonic() - started, 1)})
+            _log.warning("%d telemetry items could not be delivered within %.0f s after the application exited%s",
+                         dropped, self.hello.exit_timeout, f" (recorded in {where})" if where else "")
+        return 0

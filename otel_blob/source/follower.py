@@ -184,29 +184,48 @@ class LogFollower:
         saved = [(FileIdentity.from_json(e), int(e["offset"])) for e in ckpt.get("files", [])]
         since = int(ckpt.get("wall_us", 0))
         found: set[int] = set()
-        for order, path, _hint in self._listing():
-            ident = identity_of(path)
-            if ident is None:
-                continue
-            match = next((i for i, (sid, _off) in enumerate(saved) if sid.same_file(ident)), None)
-            if match is not None:
-                found.add(match)
-                f = self._open(path, saved[match][1])
-            elif path == self.path or order > since:
-                f = self._open(path, 0)  # written or renamed after the checkpoint
-            else:
-                self._mark_done(ident)
-                continue
-            if f is None:
-                continue
-            if path == self.path:
-                self._current = f
-            else:
-                f.retired_at = time.monotonic()
-                self._retired.append(f)
+        seen: set[tuple[int, int]] = set()
+        # RocksDB may rename a file between our listing and our look at it (a saved file
+        # just renamed to LOG.old.*, a new LOG in its place): list again while a saved
+        # file is missing and a pass finds something new. A file found late was renamed:
+        # it is older than the live one and, retired, is read before it.
+        for _pass in range(5):
+            new = False
+            for order, path, _hint in self._listing():
+                ident = identity_of(path)
+                if ident is None or (ident.dev, ident.ino) in seen:
+                    continue
+                seen.add((ident.dev, ident.ino))
+                new = True
+                match = next((i for i, (sid, _off) in enumerate(saved) if sid.same_file(ident)), None)
+                if match is not None:
+                    found.add(match)
+                    f = self._open(path, saved[match][1])
+                elif path == self.path or order > since:
+                    f = self._open(path, 0)  # written or renamed after the checkpoint
+                else:
+                    self._mark_done(ident)
+                    continue
+                if f is None:
+                    continue
+                if path == self.path and self._current is None:
+                    self._current = f
+                else:
+                    f.retired_at = time.monotonic()
+                    self._retired.append(f)
+            if len(found) == len(saved) or not new:
+                break
         for i, (sid, off) in enumerate(saved):
             if i not in found:
                 self._problem("file_lost", self.path, f"a LOG file being read at offset {off} was deleted")
+        if self._current is None:
+            # Say now why the live LOG cannot be followed (missing, a FIFO, unreadable), as a
+            # start from the start or the end does; once it can be, it is read from its start.
+            if self._listing_error is not None:
+                self._missing_reported = True
+                self._problem("log_missing", self.dir, f"directory {describe(self._listing_error)}")
+            else:
+                self._current = self._open(self.path, 0, report_missing=True)
 
     def _open(self, path: str, offset: int, report_missing: bool = False) -> LogFile | None:
         try:

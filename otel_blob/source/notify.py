@@ -90,13 +90,16 @@ class LogNotifier:
         if have is not None:
             self._lib.inotify_rm_watch(self.fd, have[0])
 
-    def wait(self, timeout: float) -> bool:
-        """Sleep until a change, a wake() or ``timeout`` s; True if woken by something."""
+    def wait(self, timeout: float, also: tuple[int, ...] = ()) -> bool:
+        """Sleep until a change, a wake(), ``timeout`` s, or one of the descriptors ``also``
+        (left unread: the caller's) is readable; True if woken by something."""
         try:
-            ready, _, _ = select.select([self.fd, self._wake_r], [], [], timeout)
+            ready, _, _ = select.select([self.fd, self._wake_r, *also], [], [], timeout)
         except (OSError, ValueError):
             return False
         for fd in ready:
+            if fd in also:
+                continue
             try:
                 while os.read(fd, 65536):
                     pass

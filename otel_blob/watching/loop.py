@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import logging
 import os
+import select
 import threading
+from typing import Callable
 
 from ..source.notify import KEPT, LogNotifier, make_notifier
 from .db_watch import Watch
@@ -25,27 +27,61 @@ class WatchLoop:
     """One daemon thread serving every registered watch (see the module docstring).
 
     On a notifier it sleeps at most ``NOTIFY_FALLBACK`` s: a safety net, not the rhythm.
+    ``call_soon(fn)`` runs ``fn`` on the loop's thread before its next round (work an
+    application thread hands over instead of doing it itself). A loop made with
+    ``before_round`` calls it at the start of every round and also wakes when one of
+    ``wake_fds`` is readable; it runs until :meth:`stop`, watches or not (the helper
+    process: its messages are read between two rounds, never during one).
     """
 
     NOTIFY_FALLBACK = 0.5  # s: the longest sleep on a notifier (a safety net, not the rhythm)
 
-    def __init__(self, notify: bool = True) -> None:
+    def __init__(self, notify: bool = True, *, before_round: Callable[[], None] | None = None,
+                 wake_fds: tuple[int, ...] = ()) -> None:
         self._watches: list[Watch] = []
+        self._pending: list[Callable[[], None]] = []
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._pid = os.getpid()
         self._use_notify = notify
         self._notifier: LogNotifier | None = None
+        self._before_round = before_round
+        self._wake_fds = wake_fds
+        self._persistent = before_round is not None
+        self._stopping = False
 
     def add(self, watch: Watch) -> None:
         with self._lock:
             self._watches.append(watch)
             watch._loop = self
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._run, name="otel_blob-watcher", daemon=True)
-                self._thread.start()
+            self._ensure_thread()
         self._wake_up()
+
+    def call_soon(self, fn: Callable[[], None]) -> None:
+        with self._lock:
+            self._pending.append(fn)
+            self._ensure_thread()
+        self._wake_up()
+
+    def run_pending(self) -> None:
+        """Run what was handed over and not run yet, on the calling thread (a drain at exit)."""
+        with self._lock:
+            tasks, self._pending = self._pending, []
+        for fn in tasks:
+            try:
+                fn()
+            except Exception:
+                _log.exception("a task of the watcher failed")
+
+    def pending(self) -> int:
+        with self._lock:
+            return len(self._pending)
+
+    def _ensure_thread(self) -> None:  # under self._lock
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(target=self._run, name="otel_blob-watcher", daemon=True)
+            self._thread.start()
 
     def _wake_up(self) -> None:
         self._wake.set()
@@ -62,27 +98,54 @@ class WatchLoop:
         with self._lock:
             return list(self._watches)
 
+    def stop(self) -> None:
+        """End the thread after its current round (a persistent loop)."""
+        self._stopping = True
+        self._wake_up()
+
+    def is_running(self) -> bool:
+        thread = self._thread
+        return thread is not None and thread.is_alive()
+
+    def join(self, timeout: float | None = None) -> None:
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+
     def _run(self) -> None:
         notifier = make_notifier() if self._use_notify else None
         self._notifier = notifier
         try:
-            while True:
+            while not self._stopping:
+                self.run_pending()
+                if self._before_round is not None:
+                    self._before_round()
                 with self._lock:
                     watches = list(self._watches)
-                    if not watches:
+                    if not watches and not self._pending and not self._persistent:
                         self._thread = None
                         return
-                interval = min(w.poll_interval for w in watches)
-                quiet = self._round(watches, notifier)
-                if notifier is None:
-                    self._wake.wait(interval)
-                    self._wake.clear()
-                else:
-                    notifier.wait(max(interval, self.NOTIFY_FALLBACK) if quiet else interval)
+                interval = min((w.poll_interval for w in watches), default=self.NOTIFY_FALLBACK)
+                quiet = self._round(watches, notifier) if watches else True
+                if self._stopping or self.pending():
+                    continue
+                self._sleep(notifier, max(interval, self.NOTIFY_FALLBACK) if quiet else interval)
         finally:
             self._notifier = None
             if notifier is not None:
                 notifier.close()
+
+    def _sleep(self, notifier: LogNotifier | None, timeout: float) -> None:
+        if notifier is not None:
+            notifier.wait(timeout, self._wake_fds)
+        elif self._wake_fds:
+            try:
+                select.select(list(self._wake_fds), [], [], min(timeout, 0.05))
+            except (OSError, ValueError):
+                pass
+        else:
+            self._wake.wait(timeout)
+            self._wake.clear()
 
     def _round(self, watches: list[Watch], notifier: LogNotifier | None) -> bool:
         """Poll every watch once; True if the notifier covers what each can do next."""
@@ -122,6 +185,7 @@ class WatchLoop:
         # The child has no watcher thread and must not export its parent's events
         # twice: it forgets the parent's watches (it may watch its own).
         self._watches = []
+        self._pending = []
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._thread = None

@@ -4,7 +4,7 @@ Format (JSON)::
 
     {"version": 1, "dbs": {"/abs/db/path": <Watch.checkpoint()>}}
 
-A watch's checkpoint (:meth:`otel_blob.watch.db_watch.Watch.checkpoint`) names every
+A watch's checkpoint (:meth:`otel_blob.watching.db_watch.Watch.checkpoint`) names every
 LOG file being read by its identity (device, inode, first line) and the offset
 just past the last line delivered, so a watcher restarted from it resumes there
 even if RocksDB renamed the files to ``LOG.old.*`` meanwhile; with it the
@@ -127,10 +127,16 @@ class CheckpointFile:
     def __init__(self, path: str) -> None:
         self.path = os.path.abspath(path)
         check_writable(self.path)
+        lock_existed = os.path.lexists(self.path + ".lock")
         self._lock_fd = self._lock()
         try:
             self.data = load(self.path)
         except BaseException:
+            if not lock_existed:  # a refused checkpoint leaves nothing of ours behind
+                try:
+                    os.unlink(self.path + ".lock")
+                except OSError:
+                    pass
             self.close()  # do not leak the lock's descriptor
             raise
         self._remove_stale_tmp()

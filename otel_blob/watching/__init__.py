@@ -4,7 +4,9 @@
 reference; ``db_watch`` -- one DB's source -> decoder -> listener; ``loop`` -- the one
 background thread serving every watch; ``positions`` -- checkpoints confirmed by
 delivery; ``checkpoint`` -- the checkpoint file; ``replay`` -- finished files
-through the same path; ``api`` -- :func:`watch`.
+through the same path; ``session_start`` -- where a DB session begins in its LOG
+files; ``sessions`` -- the session-bound watches of the instrumentation;
+``api`` -- :func:`watch`. (Not named ``watch``: ``otel_blob.watch`` is that function.)
 """
 
 from .api import start_watch, watch

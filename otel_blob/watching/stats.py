@@ -24,6 +24,8 @@ class WatchStats:
         self.paused = 0  # polls that left the LOG unread because the listener had no room
         self.blob_files_evicted = 0  # live blob files the decoder forgot to stay bounded (LogDecoder.evicted)
         self.skipped: Counter[str] = Counter()  # reason -> count
+        # At stop: the DB session being read had not logged its end (None: not stopped, or no session seen).
+        self.open_at_stop: bool | None = None
 
     @property
     def skipped_total(self) -> int:
@@ -39,6 +41,7 @@ class WatchStats:
             "paused": self.paused,
             "blob_files_evicted": self.blob_files_evicted,
             "skipped": dict(self.skipped),
+            "open_at_stop": self.open_at_stop,
         }
 
     def __repr__(self) -> str:

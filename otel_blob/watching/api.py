@@ -49,11 +49,12 @@ def watch(
     :class:`EventListener` or several (fanned out with :class:`TeeListener`);
     default: a :class:`LoggingListener`.
 
-    Where reading starts: an Rdict is read from the start of its current LOG
+    Where reading starts: an Rdict is read from the start of its DB session
     (RocksDB starts a new LOG at every open, so an Rdict just opened is seen from
-    its recovery on); a path from the end of its LOG, or from its start with
-    ``from_start=True``; a ``checkpoint`` (from :meth:`Watch.checkpoint`) wins
-    over both. ``log_dir`` is RocksDB's ``db_log_dir``; by default it is read
+    its recovery on, also if the LOG rolled since); a path from the end of its
+    LOG, or from the start of its current session with ``from_start=True`` (the
+    oldest LOG file whose header names it); a ``checkpoint`` (from
+    :meth:`Watch.checkpoint`) wins over both. ``log_dir`` is RocksDB's ``db_log_dir``; by default it is read
     from the options RocksDB persisted in the DB directory. ``events``: ``"all"``
     (default) or ``"blob"`` -- only blob file events (``blob_only=True`` says the same).
 
@@ -77,7 +78,7 @@ def watch(
     if checkpoint is not None:
         start = checkpoint
     else:
-        start = "start" if (default_start if from_start is None else from_start) else "end"
+        start = "session" if (default_start if from_start is None else from_start) else "end"
     return start_watch(
         db_path,
         info_log_path(db_path, log_dir),

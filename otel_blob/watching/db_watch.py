@@ -1,6 +1,6 @@
 """A Watch: one DB's LOG source -> decoder -> listener, on the caller's thread.
 
-``poll()`` does one round of work; the shared :class:`~otel_blob.watch.loop.WatchLoop`
+``poll()`` does one round of work; the shared :class:`~otel_blob.watching.loop.WatchLoop`
 calls it when the LOG changes. ``drain()`` / ``stop()`` run on the caller's thread
 and are how tests, the CLI and the instrumentation wait for events -- never a sleep.
 
@@ -22,17 +22,26 @@ import logging
 import os
 import threading
 import time
-from collections import OrderedDict
 from typing import TYPE_CHECKING, Any, Callable
 
 from ..decode.decoder import LogDecoder
-from ..decode.info import BatchInfo, CompactionJobInfo, FlushJobInfo, JobInfo, LineSkippedInfo, RecoveryJobInfo, WatchInfo
+from ..decode.info import (
+    BatchInfo,
+    CompactionJobInfo,
+    FlushJobInfo,
+    LineSkippedInfo,
+    RecoveryJobInfo,
+    SessionInfo,
+    WatchInfo,
+)
 from ..decode.rules import parse_line
 from ..settings import DEFAULT_POLL_INTERVAL
 from ..source.follower import LogFollower
+from ..source.identity import FileIdentity
 from ..source.layout import WatchError, blob_files, file_size
 from ..source.reader import LogProblem
 from .listener import EventListener, accepting, deliver
+from .session_start import session_position
 from .stats import RateLimitedWarning, WatchStats
 
 if TYPE_CHECKING:
@@ -42,17 +51,31 @@ __all__ = ["DEFAULT_POLL_INTERVAL", "Watch"]
 
 _log = logging.getLogger("otel_blob")
 
-OPEN_JOBS_MAX = 256  # begun, unfinished jobs a checkpoint keeps (RocksDB runs a handful at once)
 _JOB_TYPES = {cls.__name__: cls for cls in (FlushJobInfo, CompactionJobInfo, RecoveryJobInfo)}
+# How a skip is said (db path, reason, detail): a bad line, or a LOG file that cannot be followed --
+# the latter with what to do about it.
+_SKIP_TEXT = "skipped a LOG line of %s (%s): %s"
+_PROBLEM_TEXT = {
+    "log_unreadable": "cannot read the LOG of %s (%s): %s -- run as a user that may read it (the database's "
+                      "owner or group); it is followed as soon as it can be read",
+    "not_a_file": "the LOG of %s is refused (%s): %s -- a symbolic link, directory or device is never followed",
+    "log_missing": "no LOG for %s (%s): %s -- waiting for it (a LOG elsewhere: RocksDB's db_log_dir)",
+    "file_lost": "LOG lines of %s are lost (%s): %s",
+}
 
 
 class Watch:
     """Follows one DB's info LOG and delivers its events to one listener.
 
-    Build it with :func:`otel_blob.watch` (or :func:`~otel_blob.watch.api.start_watch`).
+    Build it with :func:`otel_blob.watch` (or :func:`~otel_blob.watching.api.start_watch`).
 
-    ``start``: ``"end"``, ``"start"`` (of the live LOG file) or a checkpoint from
-    :meth:`checkpoint`. ``source``: what to read instead of following ``log_path``
+    ``start``: ``"end"`` (of the live LOG), ``"session"`` (the first LOG file of the
+    session of ``anchor``, by default of the live LOG: see :mod:`.session_start`),
+    ``"start"`` (of the live LOG file) or a checkpoint from :meth:`checkpoint`.
+    ``end_with_session``: the watch belongs to one DB session (the one it starts in)
+    and ends by itself when RocksDB logs that session's ``Shutdown complete``, or when a
+    newer session replaces it -- the life of a database as RocksDB logs it, not
+    the Python call that closed it. ``source``: what to read instead of following ``log_path``
     (a :class:`~otel_blob.source.files.LogFiles` for a replay). ``stat_files``: record
     blob file sizes from the disk (False: from the LOG only, so a re-export gives
     identical events). ``scan_dir``: list the blob files present at start (their
@@ -70,6 +93,8 @@ class Watch:
         listener: EventListener,
         *,
         start: str | dict[str, Any] = "end",
+        anchor: FileIdentity | None = None,
+        end_with_session: bool = False,
         blob_only: bool = False,
         blob_dir: Callable[[str | None], str] | None = None,
         poll_interval: float = DEFAULT_POLL_INTERVAL,
@@ -101,19 +126,31 @@ class Watch:
             self.db_path, blob_dir=blob_dir, file_size=file_size if stat_files else None,
             blob_only=blob_only, known_blob_files=existing,
         )
-        # Begun, unfinished jobs: what a checkpoint keeps so a resumed watch can begin them again.
-        self._open_jobs: OrderedDict[tuple[str | None, int | None], JobInfo] = OrderedDict()
-        self.follower = source if source is not None else LogFollower(log_path, start)
+        self._end_with_session = end_with_session
+        self.ended = False  # the watch's session ended (end_with_session): it stopped by itself
+        if source is not None:
+            self.follower = source
+        elif start == "session":
+            position, found = session_position(log_path, anchor)
+            self.follower = LogFollower(log_path, position)
+            (_log.warning if not found.first_on_disk else _log.debug)("watching %s: %s", self.db_path, found.describe())
+        else:
+            self.follower = LogFollower(log_path, start)
         # Starting mid-file: the header still tells the session id.
         if start == "end":
             for line in self.follower.head():
                 parsed = parse_line(line)
                 if parsed is not None and parsed.kind == "session":
                     self.decoder.feed(parsed)
+            if self.decoder.session_id is not None:
+                _log.info("watching %s from the end of its LOG: what session %s logged before is not read "
+                          "(start from the session's start to read it)", self.db_path, self.decoder.session_id)
         self._report_problems()
         self._deliver(WatchInfo(self.db_path, log_path, False, dict(existing)))
         if isinstance(start, dict):
             self._restore(start)
+        # The session this watch belongs to (end_with_session): known now, or from the first header read.
+        self._session = self.decoder.session_id
 
     # -- the work -------------------------------------------------------------
 
@@ -151,11 +188,18 @@ class Watch:
                 if wait == 0:
                     return delivered
             delivered += self._round(final)
-            if not self.follower.behind:
+            if self.ended or not self.follower.behind:
                 return delivered
 
     def _round(self, final: bool) -> int:
-        """One read of the source and the delivery of what it held."""
+        """One read of the source and the delivery of what it held (the watch ends here
+        when its session did)."""
+        n = self._read(final)
+        if self.ended and not self._stopped:
+            self._close()
+        return n
+
+    def _read(self, final: bool) -> int:
         lines = self.follower.poll(final)
         self.stats.polls += 1
         n = 0
@@ -175,16 +219,35 @@ class Watch:
         self.stats.lines += len(lines)
         infos = self.decoder.feed_lines(lines)  # the batch decode: most lines never reach Python code
         self.stats.blob_files_evicted = self.decoder.evicted
+        if self._end_with_session:
+            infos = self._within_session(infos)
         for info in infos:
             self._deliver(info)
         return len(infos)
+
+    def _within_session(self, infos: list[Any]) -> list[Any]:
+        """The events of this watch's session: up to its end (``Shutdown complete``, or the
+        header of a newer session, which is the next watch's business)."""
+        for i, info in enumerate(infos):
+            if type(info) is not SessionInfo:
+                continue
+            if not info.ended:
+                if self._session is None:
+                    self._session = info.session_id
+                elif info.session_id != self._session:
+                    self.ended = True
+                    return infos[:i]
+            elif info.session_id == self._session:
+                self.ended = True
+                return infos[:i + 1]
+        return infos
 
     def _deliver(self, info: Any) -> None:
         stats = self.stats
         if isinstance(info, LineSkippedInfo):
             info.log_path = info.log_path or self.follower.following
             stats.skipped[info.reason] += 1
-            self._warn(info.reason, "skipped a LOG line of %s (%s): %s", self.db_path, info.reason, info.detail)
+            self._warn(info.reason, _PROBLEM_TEXT.get(info.reason, _SKIP_TEXT), self.db_path, info.reason, info.detail)
         elif not isinstance(info, (BatchInfo, WatchInfo)):
             stats.events += 1
             callback = info.callback
@@ -192,19 +255,8 @@ class Watch:
                 stats.blob_files_created += 1
             elif callback == "on_blob_file_deleted" and info.ok:
                 stats.blob_files_deleted += 1
-            elif isinstance(info, JobInfo):
-                self._track_job(info)
         if not deliver(self.listener, info):
             stats.listener_errors += 1
-
-    def _track_job(self, info: JobInfo) -> None:
-        key = (info.session_id, info.job_id)
-        if info.finished:
-            self._open_jobs.pop(key, None)
-            return
-        self._open_jobs[key] = info
-        if len(self._open_jobs) > OPEN_JOBS_MAX:
-            self._open_jobs.popitem(last=False)
 
     def _report_problems(self) -> None:
         problems: list[LogProblem] = self.follower.problems
@@ -221,7 +273,7 @@ class Watch:
         with self._lock:
             entry = dict(self.follower.checkpoint())
             entry["decoder"] = self.decoder.state()
-            entry["open_jobs"] = [{"type": type(i).__name__, **dataclasses.asdict(i)} for i in self._open_jobs.values()]
+            entry["open_jobs"] = [{"type": type(i).__name__, **dataclasses.asdict(i)} for i in self.decoder.open_jobs.values()]
             return entry
 
     def _restore(self, entry: dict[str, Any]) -> None:
@@ -239,6 +291,7 @@ class Watch:
                     info = cls(**{**item, "db_name": self.db_path})
                 except TypeError:
                     continue
+                self.decoder.open_jobs[(info.session_id, info.job_id)] = info
                 self._deliver(info)
         except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
             self._close(position=False)
@@ -256,24 +309,49 @@ class Watch:
                 return 0
             return self._poll(False, self.drain_wait)
 
-    def stop(self, final: bool = True) -> int:
+    def stop(self, final: bool = True, timeout: float = 0.0) -> int:
         """Drain the LOG to its end, deliver every remaining event, stop watching.
 
-        ``final`` (default): the writer is done -- hand out a partial last line
-        too. Safe to call twice, from any thread, with the DB open or closed.
+        ``timeout``: how long to wait, at most, for RocksDB to log the end of the DB
+        session being read (``Shutdown complete``). After ``Rdict.close()`` RocksDB may
+        go on -- and log blob file events -- until the last other handle (a column
+        family, an iterator, a snapshot) is dropped; with ``timeout=0`` (default) the
+        watch stops at what the LOG holds now. ``stats.open_at_stop`` says whether the
+        session was still open when the watch stopped; giving up after a timeout is
+        logged. ``final`` (default): the writer is done -- hand out a partial last
+        line too. Safe to call twice, from any thread, with the DB open or closed.
         """
         with self._lock:
             if self._stopped:
                 return 0
             try:
-                n = self._poll(final, self.drain_wait)
+                n = self._poll(False, self.drain_wait)
+                deadline = time.monotonic() + timeout
+                while not self._stopped and self._session_open() and time.monotonic() < deadline:
+                    # The LOG is a file another process (or RocksDB's threads) writes: nothing to await.
+                    time.sleep(min(self.poll_interval, max(0.0, deadline - time.monotonic())))
+                    n += self._poll(False, self.drain_wait)
+                if not self._stopped:
+                    n += self._poll(final, self.drain_wait)
+                self.stats.open_at_stop = self._session_open()
+                if timeout > 0 and self.stats.open_at_stop:
+                    _log.warning("stopped watching %s after waiting %.1f s: RocksDB still has session %s open "
+                                 "(another handle -- a column family, an iterator -- keeps it); what it logs "
+                                 "from now on is not delivered", self.db_path, timeout, self.decoder.session_id)
             finally:
                 self._close()
         return n
 
+    def _session_open(self) -> bool:
+        """The session being read has not logged its end (and is known)."""
+        return self.decoder.session_id is not None and not self.decoder.session_closed and not self.ended
+
     def _close(self, position: bool = True) -> None:
+        if self._stopped:
+            return
         if position and self._on_checkpoint is not None:
-            self._on_checkpoint(self.checkpoint())
+            # The last position: everything this watch will ever deliver is before it.
+            self._on_checkpoint({**self.checkpoint(), "stopped": True})
         self._stopped = True
         if self._loop is not None:
             self._loop.remove(self)
