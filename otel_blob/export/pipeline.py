@@ -172,7 +172,7 @@ class ExportPipeline:
         from opentelemetry.sdk._logs.export import ConsoleLogRecordExporter
         from opentelemetry.sdk.metrics import MeterProvider
         from opentelemetry.sdk.metrics.export import ConsoleMetricExporter, PeriodicExportingMetricReader
-        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace import SpanLimits, TracerProvider
         from opentelemetry.sdk.resources import Resource
         from opentelemetry.sdk.trace.export import ConsoleSpanExporter
 
@@ -202,7 +202,12 @@ class ExportPipeline:
                                 "metrics": ConsoleMetricExporter}[s]()
         resource = _resource(environ) if resource_attributes is None else Resource(dict(resource_attributes))
         self.shutdown_timeout = shutdown_timeout
-        self.tracer_provider = TracerProvider(resource=resource, id_generator=DeterministicIdGenerator())
+        # Span events unlimited unless the operator sets OTEL_SPAN_EVENT_COUNT_LIMIT: a job span
+        # carries an event per blob file it made, and a compaction can make hundreds (the SDK's
+        # default keeps 128). An operator's limit applies; what it drops is counted.
+        limits = SpanLimits() if environ.get("OTEL_SPAN_EVENT_COUNT_LIMIT") else SpanLimits(max_events=SpanLimits.UNSET)
+        self.tracer_provider = TracerProvider(resource=resource, id_generator=DeterministicIdGenerator(),
+                                              span_limits=limits)
         self.logger_provider = LoggerProvider(resource=resource)
         readers = []
         if "metrics" in exporters:

@@ -129,7 +129,8 @@ class TelemetryListener(EventListener):
         self._instruments = Instruments(mp.get_meter(SCOPE_NAME, version))
         self._lag = self._instruments.lag if lag_metric else None
         self.stats = TelemetryStats()
-        self._spans = JobSpans(tracer, self.stats, self._all)
+        self._span_events_warned = False
+        self._spans = JobSpans(tracer, self.stats, self._all, self._span_events_dropped)
         self._manual = ManualCalls()
         self._jobs = JobEvents(self._spans, self._manual, self.stats, self.file_paths)
         self._files = FileEvents(logger, self.severity, self._spans, self._instruments, self.stats, self.file_paths)
@@ -172,6 +173,15 @@ class TelemetryListener(EventListener):
             self._instruments.dropped.add(n, attrs)
         except Exception:
             pass
+
+    def _span_events_dropped(self, n: int) -> None:
+        # A job span had more blob (or table) file events than its provider keeps: the
+        # log records still carry every file, the trace does not. Said once, counted always.
+        if not self._span_events_warned:
+            self._span_events_warned = True
+            _log.warning("a job span had more file events than its tracer provider keeps (%d dropped); raise "
+                         "OTEL_SPAN_EVENT_COUNT_LIMIT -- every file is still in the log records", n)
+        self.count_dropped(n, "span_event_limit", "traces")
 
     def pending_operations(self) -> int:
         return len(self._manual)

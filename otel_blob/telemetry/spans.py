@@ -78,11 +78,15 @@ class OpenJobs:
 class JobSpans:
     """Starts and ends the job spans of a listener; remembers the ended ones (LRU)."""
 
-    __slots__ = ("_tracer", "_stats", "_every_job", "_ended", "_lock")
+    __slots__ = ("_tracer", "_stats", "_every_job", "_ended", "_lock", "_on_dropped")
 
-    def __init__(self, tracer: Any, stats: TelemetryStats, every_job: bool) -> None:
+    def __init__(self, tracer: Any, stats: TelemetryStats, every_job: bool,
+                 on_dropped: Any = None) -> None:
         self._tracer = tracer
         self._stats = stats
+        # Told of span events a span had to drop (``on_dropped(n)``): a tracer provider's
+        # event limit (the SDK's default is 128; a compaction can make more blob files).
+        self._on_dropped = on_dropped
         self._every_job = every_job  # kinds="all": a span for every job, from its start
         self._ended: OrderedDict[tuple[Any, ...], SpanContext] = OrderedDict()
         self._lock = threading.Lock()  # _ended: the watches of several DBs may run on several threads
@@ -191,6 +195,9 @@ class JobSpans:
             end_ns = job.start_ns
         span.end(end_time=end_ns)
         self._stats.spans_ended += 1
+        dropped = getattr(span, "dropped_events", 0)  # ReadableSpan's; 0 for other spans
+        if type(dropped) is int and dropped > 0 and self._on_dropped is not None:
+            self._on_dropped(dropped)
         ctx = span.get_span_context()
         with self._lock:
             ended = self._ended
