@@ -45,40 +45,38 @@ from __future__ import annotations
 
 from typing import Any
 
-from .decode import (
-    BlobFileCreationInfo,
-    BlobFileDeletionInfo,
-    CompactionJobInfo,
-    FlushJobInfo,
-    LineSkippedInfo,
-    RecoveryJobInfo,
-    TableFileCreationInfo,
-    TableFileDeletionInfo,
-    WatchInfo,
-    parse_line,
-)
+from .decode import info as _info
+from .decode.info import *  # noqa: F403 - every ...Info a listener receives (see decode/info.py)
+from .decode.rules import parse_line
 from .source import WatchError, info_log_path
 from .version import __version__
-from .watching import EventListener, LoggingListener, TeeListener, Watch, WatchLoop, default_loop, start_watch, tee, watch
+from .watching import (
+    EventListener,
+    LoggingListener,
+    TeeListener,
+    Watch,
+    WatchLoop,
+    default_loop,
+    start_watch,
+    tee,
+    watch,
+)
 
 __all__ = [
-    "BlobFileCreationInfo",
-    "BlobFileDeletionInfo",
-    "CompactionJobInfo",
+    *_info.__all__,
     "EventListener",
-    "FlushJobInfo",
-    "LineSkippedInfo",
     "LoggingListener",
-    "RecoveryJobInfo",
     "RocksdictInstrumentor",
-    "TableFileCreationInfo",
-    "TableFileDeletionInfo",
     "TeeListener",
     "Watch",
     "WatchError",
-    "WatchInfo",
+    "WatchLoop",
     "__version__",
+    "default_loop",
+    "info_log_path",
     "parse_line",
+    "start_watch",
+    "tee",
     "watch",
 ]
 

@@ -249,3 +249,36 @@ def test_crash_recovery_reports_reason_recovery(tmp_path):
     assert {e.reason for e in rec.created} == {"recovery"}
     recovery = rec.of(otel_blob.RecoveryJobInfo)
     assert [r.finished for r in recovery] == [False, True]
+
+
+def test_session_watch_started_late_reads_its_session_only(tmp_path):
+    """A session watch started after its DB was closed and reopened many times (a helper
+    behind its application) reads its session's LOG and stops there -- not the LOGs of
+    every later session (read once per session, that is quadratic: the helper fell
+    further behind the more it was behind)."""
+    from otel_blob.source.identity import identity_of
+    from otel_blob.watching.db_watch import Watch
+    from otel_blob.watching.session_start import session_position
+
+    path = str(tmp_path / "db")
+    opts = blob_options()
+    db = rocksdict.Rdict(path, opts)
+    log = os.path.join(path, "LOG")
+    anchor = identity_of(log)
+    write_round(db)
+    db.flush()
+    quiesce(db)
+    db.close()
+    with open(log, "rb") as f:
+        own_lines = f.read().count(b"\n")
+    for _ in range(30):
+        rocksdict.Rdict(path, opts).close()
+    rec = Recorder()
+    position, found = session_position(log, anchor)
+    assert found.first_on_disk and len(found.files) == 1
+    w = Watch(path, log, rec, start=position, end_with_session=True)
+    w.poll()
+    assert w.ended and w.stopped
+    assert rec.created and {e.session_id for e in rec.created} == {found.session_id}
+    # Its own LOG and at most the next one (whose header ends the session for the decoder).
+    assert own_lines <= w.stats.lines < 3 * own_lines

@@ -5,41 +5,9 @@ RocksDB's lines (``parse_line``); ``tables`` the decoder's bounded memory (live
 blob files, jobs); ``decoder`` turns one DB's lines into ``...Info`` values.
 """
 
+from . import info
 from .decoder import LogDecoder
-from .info import (
-    OK,
-    BatchInfo,
-    BlobFileCreationInfo,
-    BlobFileDeletionInfo,
-    CompactionJobInfo,
-    FlushJobInfo,
-    JobInfo,
-    LineSkippedInfo,
-    RecoveryJobInfo,
-    SessionInfo,
-    TableFileCreationInfo,
-    TableFileDeletionInfo,
-    WatchInfo,
-    callback_of,
-)
+from .info import *  # noqa: F403 - the typed events, as info.__all__ lists them
 from .rules import LogLine, parse_line
 
-__all__ = [
-    "OK",
-    "BatchInfo",
-    "BlobFileCreationInfo",
-    "BlobFileDeletionInfo",
-    "CompactionJobInfo",
-    "FlushJobInfo",
-    "JobInfo",
-    "LineSkippedInfo",
-    "LogDecoder",
-    "LogLine",
-    "RecoveryJobInfo",
-    "SessionInfo",
-    "TableFileCreationInfo",
-    "TableFileDeletionInfo",
-    "WatchInfo",
-    "callback_of",
-    "parse_line",
-]
+__all__ = [*info.__all__, "LogDecoder", "LogLine", "parse_line"]

@@ -158,7 +158,7 @@ class LogDecoder:
             # A database created afresh at this path (the old one removed): its file numbers
             # start again, nothing we knew of the old one's files holds.
             self.live_blob_files.clear()
-            return []
+            return [SessionInfo(self.db_name, self.session_id, new_db=True)]
         if kind == "db_path":
             return []
         return [LineSkippedInfo(self.db_name, "malformed_line", str(parsed.value))]

@@ -29,8 +29,33 @@ __all__ = [
 
 OK = "OK"
 
+
+class _Outcome:
+    """A file event's ``ok``: RocksDB's status for it is OK."""
+
+    __slots__ = ()
+    status: str
+
+    @property
+    def ok(self) -> bool:
+        return self.status == OK
+
+
 @dataclass(slots=True)
-class BlobFileCreationInfo:
+class _FileDeletion(_Outcome):
+    """What RocksDB logs of every file it deletes (``table_file_deletion``, ``blob_file_deletion``)."""
+
+    job_id: int | None
+    db_name: str
+    file_path: str
+    file_number: int
+    status: str
+    time_micros: int | None
+    session_id: str | None
+
+
+@dataclass(slots=True)
+class BlobFileCreationInfo(_Outcome):
     """A blob file finished by a flush, compaction (incl. blob GC) or recovery."""
 
     callback = "on_blob_file_created"
@@ -52,24 +77,13 @@ class BlobFileCreationInfo:
     # RocksDB's reason for the job (flush_reason / compaction_reason, e.g. "ForcedBlobGC"), when seen.
     job_reason: str | None = None
 
-    @property
-    def ok(self) -> bool:
-        return self.status == OK
-
 
 @dataclass(slots=True)
-class BlobFileDeletionInfo:
+class BlobFileDeletionInfo(_FileDeletion):
     """A blob file RocksDB deleted (or failed to delete: see ``status``)."""
 
     callback = "on_blob_file_deleted"
 
-    job_id: int | None
-    db_name: str
-    file_path: str
-    file_number: int
-    status: str
-    time_micros: int | None
-    session_id: str | None
     file_size: int | None = None
     cf_name: str | None = None
     # When this DB's watcher saw the creation: RocksDB time of it (for lifetimes).
@@ -82,13 +96,9 @@ class BlobFileDeletionInfo:
     # its deletion ends a life a listener counted.
     known: bool = False
 
-    @property
-    def ok(self) -> bool:
-        return self.status == OK
-
 
 @dataclass(slots=True)
-class TableFileCreationInfo:
+class TableFileCreationInfo(_Outcome):
     callback = "on_table_file_created"
 
     job_id: int | None
@@ -103,26 +113,10 @@ class TableFileCreationInfo:
     session_id: str | None
     oldest_blob_file_number: int | None = None
 
-    @property
-    def ok(self) -> bool:
-        return self.status == OK
-
 
 @dataclass(slots=True)
-class TableFileDeletionInfo:
+class TableFileDeletionInfo(_FileDeletion):
     callback = "on_table_file_deleted"
-
-    job_id: int | None
-    db_name: str
-    file_path: str
-    file_number: int
-    status: str
-    time_micros: int | None
-    session_id: str | None
-
-    @property
-    def ok(self) -> bool:
-        return self.status == OK
 
 
 @dataclass(slots=True)
@@ -195,6 +189,9 @@ class SessionInfo:
     db_name: str
     session_id: str | None
     ended: bool = False
+    # The session created the database (``Creating manifest 1``): a database at this path before
+    # it was removed, and nothing known of its files holds. Said once more, after the header.
+    new_db: bool = False
 
 
 @dataclass(slots=True)

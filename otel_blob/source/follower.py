@@ -34,12 +34,13 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import stat
 import time
 from typing import Any
 
 from .identity import FileIdentity, check_position, identity_of
-from .layout import LIVE, split_log_name
+from .layout import split_log_name
 from .reader import LogFile, LogProblem, describe
 
 __all__ = ["LogFollower", "LogProblem"]
@@ -52,6 +53,25 @@ def _lstat(path: str) -> os.stat_result | None:
         return None
 
 
+def _dir_key(path: str) -> tuple[int, int] | None:
+    st = _lstat(path)
+    return (st.st_dev, st.st_ino) if st is not None else None
+
+
+# RocksDB's last line of a DB session: "[db/db_impl/db_impl.cc:709] Shutdown complete".
+_SHUTDOWN_TAIL = re.compile(rb"\] Shutdown complete\s*$")
+
+
+def _ends_with_shutdown(fd: int) -> bool:
+    """Is the last line of the open file RocksDB's ``Shutdown complete``?"""
+    try:
+        size = os.fstat(fd).st_size
+        tail = os.pread(fd, 256, max(0, size - 256))
+    except OSError:
+        return False
+    return bool(_SHUTDOWN_TAIL.search(tail.rstrip(b"\n").rsplit(b"\n", 1)[-1]))
+
+
 class LogFollower:
     """Follows ``log_path`` (the live name of a RocksDB info LOG).
 
@@ -59,6 +79,11 @@ class LogFollower:
     (from its end: only what is written from now on) or a dict from
     :meth:`checkpoint` (one of another shape raises ValueError: see
     :func:`~otel_blob.source.identity.check_position`).
+
+    ``file_at_a_time``: a poll that got lines from one file returns them before it reads
+    the next (:attr:`behind` says more may wait). A watch that ends with its DB session
+    stops at the session's last file instead of reading the LOGs of every later session
+    first (a reader many sessions behind would read them all once per session).
     """
 
     def __init__(
@@ -72,6 +97,7 @@ class LogFollower:
         settle: float = 0.1,
         max_retired_open: int = 64,
         missing_grace: float = 0.2,
+        file_at_a_time: bool = False,
     ) -> None:
         self.path = os.path.abspath(log_path)
         self.dir, self.base = os.path.split(self.path)
@@ -82,6 +108,7 @@ class LogFollower:
         self.settle = settle
         self.max_retired_open = max_retired_open
         self.missing_grace = missing_grace
+        self.file_at_a_time = file_at_a_time
         self.problems: list[LogProblem] = []
         self.behind = False  # the last poll stopped at max_batch, not at EOF
         self.bytes_read = 0
@@ -92,6 +119,14 @@ class LogFollower:
         self._retired: list[LogFile] = []
         # Files read to the end or older than where we started: never read again.
         self._done: dict[tuple[int, int], FileIdentity] = {}  # by (dev, ino)
+        # Files older than where we started, known as done by their stat alone (reading the first
+        # line of each of a thousand rolled LOGs at every start would cost more than the start):
+        # (dev, ino) -> ctime. A new file that got a deleted one's inode has another ctime.
+        self._done_ctime: dict[tuple[int, int], int] = {}
+        # Files older than where a resume starts, known as done by their name and inode alone
+        # (no stat: a DB that was opened a thousand times has a thousand rolled LOGs). If such a
+        # file is ever looked at more closely, something changed: it is read.
+        self._done_by_name: set[tuple[int, int]] = set()
         self._missing_reported = False
         # The live LOG missing while following: since when (monotonic), in how many polls, why.
         self._missing_since: float | None = None
@@ -102,6 +137,7 @@ class LogFollower:
         # path -> (inode hint, (dev, ino)) of listed files we follow or finished.
         self._names: dict[str, tuple[int, tuple[int, int]]] = {}
         self._unplaced: LogFile | None = None  # the last live file, while no new live file is open
+        self._dir_id = _dir_key(self.dir)  # the LOG directory itself: a new one is a new database
         if isinstance(start, dict):
             self._resume(start)
         else:
@@ -139,6 +175,12 @@ class LogFollower:
 
     def _mark_done(self, ident: FileIdentity) -> None:
         self._done[(ident.dev, ident.ino)] = ident
+        self._done_ctime.pop((ident.dev, ident.ino), None)
+
+    def _mark_done_by_stat(self, st: os.stat_result) -> None:
+        key = (st.st_dev, st.st_ino)
+        self._done[key] = FileIdentity(st.st_dev, st.st_ino)
+        self._done_ctime[key] = st.st_ctime_ns
 
     def _is_done(self, path: str, st: os.stat_result) -> bool | None:
         """Is the file at ``path`` (stat ``st``) one we finished? None: cannot tell yet.
@@ -146,8 +188,13 @@ class LogFollower:
         A finished file is closed, so its inode may have been given to a new file:
         the first lines decide.
         """
-        ident = self._done.get((st.st_dev, st.st_ino))
+        key = (st.st_dev, st.st_ino)
+        ident = self._done.get(key)
         if ident is None:
+            return False
+        if key in self._done_ctime:
+            return st.st_ctime_ns == self._done_ctime[key]
+        if key in self._done_by_name:
             return False
         if not ident.head:
             return False  # nothing to compare: read it rather than risk skipping a new file
@@ -161,9 +208,9 @@ class LogFollower:
     def _begin(self, at_end: bool) -> None:
         for _order, path, _hint in self._listing():
             if path != self.path:
-                ident = identity_of(path)
-                if ident is not None:
-                    self._mark_done(ident)
+                st = _lstat(path)
+                if st is not None and stat.S_ISREG(st.st_mode):
+                    self._mark_done_by_stat(st)
         if self._listing_error is not None:
             self._missing_reported = True
             self._problem("log_missing", self.dir, f"directory {describe(self._listing_error)}")
@@ -185,26 +232,44 @@ class LogFollower:
         since = int(ckpt.get("wall_us", 0))
         found: set[int] = set()
         seen: set[tuple[int, int]] = set()
+        saved_inodes = {sid.ino for sid, _off in saved}
+        try:
+            dir_dev = os.stat(self.dir).st_dev
+        except OSError:
+            dir_dev = None
         # RocksDB may rename a file between our listing and our look at it (a saved file
         # just renamed to LOG.old.*, a new LOG in its place): list again while a saved
         # file is missing and a pass finds something new. A file found late was renamed:
         # it is older than the live one and, retired, is read before it.
         for _pass in range(5):
             new = False
-            for order, path, _hint in self._listing():
-                ident = identity_of(path)
-                if ident is None or (ident.dev, ident.ino) in seen:
+            for order, path, hint in self._listing():
+                if (order <= since and path != self.path and hint and dir_dev is not None
+                        and hint not in saved_inodes and (dir_dev, hint) not in seen):
+                    # Older than the position and not one of its files: done, by name (see above).
+                    key = (dir_dev, hint)
+                    seen.add(key)
+                    self._done.setdefault(key, FileIdentity(dir_dev, hint))
+                    self._done_by_name.add(key)
+                    self._names[path] = (hint, key)
                     continue
-                seen.add((ident.dev, ident.ino))
+                st = _lstat(path)
+                if st is None or not stat.S_ISREG(st.st_mode) or (st.st_dev, st.st_ino) in seen:
+                    continue
+                seen.add((st.st_dev, st.st_ino))
                 new = True
-                match = next((i for i, (sid, _off) in enumerate(saved) if sid.same_file(ident)), None)
+                match = None
+                if any((sid.dev, sid.ino) == (st.st_dev, st.st_ino) for sid, _off in saved):
+                    ident = identity_of(path)  # the first line too: an inode can be reused
+                    if ident is not None:
+                        match = next((i for i, (sid, _off) in enumerate(saved) if sid.same_file(ident)), None)
                 if match is not None:
                     found.add(match)
                     f = self._open(path, saved[match][1])
                 elif path == self.path or order > since:
                     f = self._open(path, 0)  # written or renamed after the checkpoint
                 else:
-                    self._mark_done(ident)
+                    self._mark_done_by_stat(st)
                     continue
                 if f is None:
                     continue
@@ -258,16 +323,18 @@ class LogFollower:
         self._looked_us = time.time_ns() // 1000
         lines: list[bytes] = []
         budget = [self.max_batch]
-        for f in self._retired:
-            self._read(f, lines, budget, final)
+        if self._read_retired(lines, budget, final):
+            return lines
         if self._current is not None:
             self._read(self._current, lines, budget, final=False)
         if budget[0] > 0 and self._moved_on():
             if self._current is not None:
                 self._read(self._current, lines, budget, final)  # what came before the rename
+            if self._one_file_done(lines):
+                return lines  # the next poll switches (the name still denotes the new file)
             self._switch()
-            for f in self._retired:
-                self._read(f, lines, budget, final)
+            if self._read_retired(lines, budget, final):
+                return lines
             if self._current is not None:
                 self._read(self._current, lines, budget, final=False)
         self.behind = budget[0] <= 0
@@ -277,6 +344,20 @@ class LogFollower:
             self._expire(lines, final)
             self._note_missing(final)
         return lines
+
+    def _read_retired(self, lines: list[bytes], budget: list[int], final: bool) -> bool:
+        """Read the retired files, oldest first; True: stopped after one (``file_at_a_time``)."""
+        for f in self._retired:
+            self._read(f, lines, budget, final)
+            if self._one_file_done(lines):
+                return True
+        return False
+
+    def _one_file_done(self, lines: list[bytes]) -> bool:
+        if self.file_at_a_time and lines:
+            self.behind = True
+            return True
+        return False
 
     def _moved_on(self) -> bool:
         """Does the live name now denote another file than the one we read?"""
@@ -309,11 +390,19 @@ class LogFollower:
                 break
         # Forget finished files that are gone: they cannot come back.
         self._done = {k: v for k, v in self._done.items() if k in present}
+        self._done_ctime = {k: v for k, v in self._done_ctime.items() if k in present}
+        self._done_by_name &= set(self._done)
+        # The directory removed and made again (a database created anew at this path) since
+        # the file we last read as the live LOG was in it?
+        dir_id = _dir_key(self.dir)
+        dir_replaced = dir_id is not None and self._dir_id is not None and dir_id != self._dir_id
         # Where did the file we last read as the live LOG go? Judged once a new
         # live file is open (the name may be between two files right now).
         self._unplaced = previous if self._current is None else None
         if previous is not None and self._current is not None:
-            self._check_gap(previous, present)
+            self._check_gap(previous, present, dir_replaced)
+        if dir_id is not None and self._unplaced is None:
+            self._dir_id = dir_id
 
     def _note_missing(self, final: bool) -> None:
         """Report a live LOG that stays missing -- not the instant between RocksDB's
@@ -395,18 +484,24 @@ class LogFollower:
         self._names = names
         return opened
 
-    def _check_gap(self, previous: LogFile, present: set[tuple[int, int]]) -> None:
+    def _check_gap(self, previous: LogFile, present: set[tuple[int, int]], dir_replaced: bool = False) -> None:
         """The file we were reading was renamed *and deleted* before we saw its new
         name: RocksDB deletes the oldest rolled files first (``keep_log_file_num``),
         so every file rolled between it and the oldest one left may be gone unread.
         We still read ``previous`` to its end (we hold it open), but cannot tell how
-        many files came in between: report it once, never silently."""
+        many files came in between: report it once, never silently.
+
+        Not a gap: a database that closed (its last line ``Shutdown complete``) and was
+        removed with its directory, a new database made in a new directory at the same
+        path. RocksDB wrote nothing after that line; the files went with the directory."""
         if (previous.ident.dev, previous.ident.ino) in present or previous.fd < 0:
             return
         try:
             if os.fstat(previous.fd).st_nlink > 0:
                 return  # renamed out of the directory, not deleted
         except OSError:
+            return
+        if dir_replaced and _ends_with_shutdown(previous.fd):
             return
         self._problem(
             "file_lost", previous.name,

@@ -69,7 +69,7 @@ def accepting(listener: EventListener, timeout: float | None = 0.0) -> bool:
     try:
         return bool(listener.accepting(timeout))
     except Exception:
-        _log.exception("otel_blob: listener %r failed in accepting()", listener)
+        _log.exception("listener %r failed in accepting()", listener)
         return True
 
 
@@ -80,7 +80,7 @@ def deliver(listener: EventListener, info: Any) -> bool:
         return True
     except Exception:
         # A listener bug must not stop other listeners, later events or the host.
-        _log.exception("otel_blob: listener %r failed on %s", listener, type(info).__name__)
+        _log.exception("listener %r failed on %s", listener, type(info).__name__)
         return False
 
 

@@ -104,8 +104,15 @@ def session_position(log_path: str, anchor: FileIdentity | None = None) -> tuple
     files = _listing(log_path)
     at = None
     if anchor is not None:
-        for i, (_order, path) in enumerate(files):
-            ident = identity_of(path)
+        # Newest first, by stat: the anchor is the live LOG or one of the latest rolled ones.
+        for i in range(len(files) - 1, -1, -1):
+            try:
+                st = os.stat(files[i][1], follow_symlinks=False)
+            except OSError:
+                continue
+            if (st.st_dev, st.st_ino) != (anchor.dev, anchor.ino):
+                continue
+            ident = identity_of(files[i][1])
             if ident is not None and ident.same_file(anchor):
                 at = i
                 break

@@ -33,17 +33,19 @@ class SessionWatches:
     """Session-bound watches, started on ``loop``'s thread, delivering to ``listener``.
 
     ``on_checkpoint(key, position)`` receives each watch's positions (the last one
-    when it stops carries ``"stopped": True``).
+    when it stops carries ``"stopped": True``). ``on_read()`` is called after every read
+    of a LOG that returned lines, before they are decoded (see :class:`Watch`).
     """
 
     def __init__(self, listener: EventListener, loop: WatchLoop, *, poll_interval: float,
                  on_checkpoint: Callable[[Hashable, dict[str, Any]], None] | None = None,
-                 checkpoint_every: float = 0.2) -> None:
+                 checkpoint_every: float = 0.2, on_read: Callable[[], None] | None = None) -> None:
         self.listener = listener
         self.loop = loop
         self.poll_interval = poll_interval
         self._on_checkpoint = on_checkpoint
         self._checkpoint_every = checkpoint_every
+        self._on_read = on_read
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)  # a watch stopped
         self._watches: dict[Hashable, Watch] = {}
@@ -57,14 +59,23 @@ class SessionWatches:
 
     def _start(self, key: Hashable, db_path: str, log_path: str, anchor: FileIdentity | None,
                position: dict[str, Any] | None) -> None:
-        session = None
+        # The session a resumed watch follows is in its position (the decoder's state): known, a
+        # later open of the same session (read-only beside the primary) is not followed twice.
+        session = ((position.get("decoder") or {}).get("session_id")
+                   if isinstance(position, dict) and isinstance(position.get("decoder"), dict) else None)
         if position is None:
             position, found = session_position(log_path, anchor)
             session = found.session_id
             with self._lock:
                 other = self._sessions.get(session) if session is not None else None
-                if other is not None and not other.stopped:
-                    return  # followed already (an open that started no session of its own)
+                followed = other is not None and not other.stopped
+            if followed:
+                # Followed already: an open that started no session of its own (read-only or
+                # secondary beside this process's primary). Nothing to deliver under this key:
+                # say it is done, or whoever waits for it (the helper's application) waits forever.
+                if self._on_checkpoint is not None:
+                    self._on_checkpoint(key, {"stopped": True})
+                return
             if not found.first_on_disk:
                 _log.warning("watching %s: %s", db_path, found.describe())
         report = self._on_checkpoint
@@ -79,7 +90,7 @@ class SessionWatches:
         try:
             w = Watch(db_path, log_path, self.listener, start=position, end_with_session=True,
                       poll_interval=self.poll_interval, on_checkpoint=on_checkpoint,
-                      checkpoint_every=self._checkpoint_every)
+                      checkpoint_every=self._checkpoint_every, on_read=self._on_read)
         except (WatchError, OSError, ValueError) as exc:
             _log.warning("cannot watch %s: %s", db_path, exc)
             return

@@ -26,6 +26,8 @@ class WatchStats:
         self.skipped: Counter[str] = Counter()  # reason -> count
         # At stop: the DB session being read had not logged its end (None: not stopped, or no session seen).
         self.open_at_stop: bool | None = None
+        # At stop: a LOG file was being read (False: the LOG stayed missing or unreadable to the end).
+        self.following_at_stop: bool | None = None
 
     @property
     def skipped_total(self) -> int:
