@@ -16,6 +16,7 @@ module by the test suite. Stdlib only.
 
 from __future__ import annotations
 
+import fnmatch
 import logging
 import os
 from dataclasses import dataclass
@@ -62,30 +63,24 @@ def choice(*allowed: str) -> Callable[[str], str]:
 
 
 def seconds(lo: float, hi: float) -> Callable[[str], float]:
-    def parse(raw: str) -> float:
-        try:
-            v = float(raw)
-        except ValueError:
-            raise ValueError(f"expected seconds from {lo:g} to {hi:g}") from None
-        if not lo <= v <= hi:  # NaN fails both
-            raise ValueError(f"expected seconds from {lo:g} to {hi:g}")
-        return v
-
-    parse.expected = f"seconds from {lo:g} to {hi:g}"  # type: ignore[attr-defined]
-    return parse
+    return _in_range(float, lo, hi, f"seconds from {lo:g} to {hi:g}")
 
 
 def integer(lo: int, hi: int) -> Callable[[str], int]:
-    def parse(raw: str) -> int:
+    return _in_range(int, lo, hi, f"an integer from {lo} to {hi}")
+
+
+def _in_range(convert: Callable[[str], Any], lo: Any, hi: Any, expected: str) -> Callable[[str], Any]:
+    def parse(raw: str) -> Any:
         try:
-            v = int(raw)
+            v = convert(raw)
         except ValueError:
-            raise ValueError(f"expected an integer from {lo} to {hi}") from None
-        if not lo <= v <= hi:
-            raise ValueError(f"expected an integer from {lo} to {hi}")
+            raise ValueError(f"expected {expected}") from None
+        if not lo <= v <= hi:  # NaN fails both
+            raise ValueError(f"expected {expected}")
         return v
 
-    parse.expected = f"an integer from {lo} to {hi}"  # type: ignore[attr-defined]
+    parse.expected = expected  # type: ignore[attr-defined]
     return parse
 
 
@@ -94,6 +89,22 @@ def path(raw: str) -> str:
 
 
 path.expected = "a path"  # type: ignore[attr-defined]
+
+
+def patterns(raw: str) -> tuple[str, ...]:
+    """Comma-separated glob patterns (``*`` matches across ``/``): ``/tmp/*,*/scratch-*``."""
+    items = tuple(p.strip() for p in raw.split(",") if p.strip())
+    if not items:
+        raise ValueError("expected comma-separated glob patterns")
+    return items
+
+
+patterns.expected = "comma-separated glob patterns"  # type: ignore[attr-defined]
+
+
+def matches(path: str, globs: tuple[str, ...] | None) -> bool:
+    """Does ``path`` match one of ``globs``?"""
+    return any(fnmatch.fnmatchcase(path, g) for g in globs or ())
 
 
 @dataclass(frozen=True)
@@ -139,11 +150,18 @@ INSTRUMENTATION: tuple[Setting, ...] = (
     Setting("mode", "OTEL_PYTHON_ROCKSDICT_MODE", choice("auto", "thread", "process"), "auto",
             "`process`: a helper process follows the LOGs and exports; `thread`: a thread of the application, "
             "through its providers; `auto`: `process` under `opentelemetry-instrument` unless providers are "
-            "passed to `instrument()`, else `thread`"),
+            "passed to `instrument()` or a `console` exporter is configured (it prints on the application's "
+            "stdout), else `thread`"),
     Setting("helper_nice", "OTEL_PYTHON_ROCKSDICT_HELPER_NICE", integer(0, 19), 19,
-            "niceness of the helper process: 19 lets it use only the CPU the application leaves (no slowdown "
-            "of a CPU-bound writer; events wait while every core is busy); 0 competes as an equal "
-            "(bench/README.md)"),
+            "niceness of the helper process (and of its autogroup, where the kernel schedules by session): "
+            "19 lets it use only the CPU the application leaves (no slowdown of a CPU-bound writer; events "
+            "wait while every core is busy); 0 competes as an equal (bench/README.md)"),
+    Setting("include_dbs", "OTEL_PYTHON_ROCKSDICT_INCLUDE_DBS", patterns, None,
+            "only databases whose absolute path matches one of these comma-separated glob patterns are followed "
+            "and traced (default: all)"),
+    Setting("exclude_dbs", "OTEL_PYTHON_ROCKSDICT_EXCLUDE_DBS", patterns, None,
+            "databases whose absolute path matches one of these comma-separated glob patterns are neither followed "
+            "nor traced -- scratch databases, tests (wins over include)"),
     Setting("helper_exit_timeout", "OTEL_PYTHON_ROCKSDICT_HELPER_EXIT_TIMEOUT", seconds(0, 300), 30.0,
             "seconds the helper process may go on delivering once the application has exited (retrying while "
             "the Collector is away); what is left then is counted and reported (OTEL_PYTHON_ROCKSDICT_STATE_DIR)"),
@@ -197,8 +215,16 @@ class Settings:
     file_paths: str = "full"
     mode: str = "auto"
     helper_nice: int = 19
+    include_dbs: tuple[str, ...] | None = None
+    exclude_dbs: tuple[str, ...] | None = None
     helper_exit_timeout: float = 30.0
     state_dir: str | None = None
+
+    def follows(self, db_path: str) -> bool:
+        """Is the database at ``db_path`` (absolute) one to follow and trace?"""
+        if matches(db_path, self.exclude_dbs):
+            return False
+        return self.include_dbs is None or matches(db_path, self.include_dbs)
 
     @classmethod
     def resolve(cls, kwargs: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> Settings:
@@ -209,7 +235,12 @@ class Settings:
             try:
                 if given is not None:
                     where = f"keyword argument {s.name}"
-                    values[s.name] = given if isinstance(given, bool) and s.parse is parse_bool else s.parse(str(given))
+                    if isinstance(given, bool) and s.parse is parse_bool:
+                        values[s.name] = given
+                    elif isinstance(given, (list, tuple)) and s.parse is patterns:
+                        values[s.name] = patterns(",".join(map(str, given)))
+                    else:
+                        values[s.name] = s.parse(str(given))
                 else:
                     where = s.env
                     value = s.from_env(env)

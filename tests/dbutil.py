@@ -93,18 +93,33 @@ class Recorder(otel_blob.EventListener):
         return self.of(otel_blob.LineSkippedInfo)
 
 
-def blob_history(path: str, rounds: int = 4) -> list[bytes]:
-    """A closed DB at ``path`` after ``rounds`` flushes and a full compaction of blob
-    files (quiesced first), and its LOG's lines without line ends."""
-    db = rocksdict.Rdict(path, blob_options())
+def churn_and_close(db: rocksdict.Rdict, rounds: int = 4, n: int = 120, prefix: bytes = b"k") -> None:
+    """``rounds`` flushes of ``n`` blob values, a full compaction (blob files created and
+    deleted), then ``db.close()`` once RocksDB is quiet (see :func:`quiesce`)."""
     for _ in range(rounds):
-        write_round(db)
+        write_round(db, n, prefix)
         db.flush()
     db.compact_range(None, None)
     quiesce(db)
     db.close()
+
+
+def blob_history(path: str, rounds: int = 4) -> list[bytes]:
+    """A closed DB at ``path`` after ``rounds`` flushes and a full compaction of blob
+    files (quiesced first), and its LOG's lines without line ends."""
+    churn_and_close(rocksdict.Rdict(path, blob_options()), rounds)
     with open(os.path.join(path, "LOG"), "rb") as f:
         return [line.rstrip(b"\n") for line in f]
+
+
+def blob_event_lines(db_path: str) -> int:
+    """Blob file event lines in every LOG file of ``db_path`` (a plain scan, no otel_blob code)."""
+    n = 0
+    for name in os.listdir(db_path):
+        if name == "LOG" or name.startswith("LOG.old."):
+            with open(os.path.join(db_path, name), "rb") as f:
+                n += sum(1 for line in f if b'"event": "blob_file_' in line)
+    return n
 
 
 def assert_matches_truth(rec: Recorder, truth: BlobFileTruth, directory: str) -> None:

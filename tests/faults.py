@@ -20,19 +20,24 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import re
 import resource
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+import pytest
 
 from ground_truth import BlobDirWatch, BlobFileTruth
 
 __all__ = [
     "BlobDirWatch",
     "DirsTruth",
+    "Lines",
     "LogRollCounter",
     "Event",
     "ScenarioReport",
@@ -41,6 +46,7 @@ __all__ = [
     "events_from_recorder",
     "events_from_truth",
     "log_scan",
+    "node_name",
     "PeakRss",
     "record",
 ]
@@ -289,6 +295,11 @@ def account(
 _report_lock = threading.Lock()
 
 
+def node_name(request: Any) -> str:
+    """The scenario's test, as reports name it: the node id after the file name."""
+    return request.node.nodeid.split("::", 1)[-1]
+
+
 def record(report: ScenarioReport) -> ScenarioReport:
     """Append ``report`` as a JSON line to $OTEL_BLOB_RELIABILITY_REPORT (if set)."""
     target = os.environ.get(REPORT_ENV)
@@ -307,6 +318,52 @@ def assert_exact(report: ScenarioReport) -> None:
 # ---------------------------------------------------------------------------
 # The helper process of an instrumented application (process mode)
 # ---------------------------------------------------------------------------
+
+class Lines:
+    """The lines a subprocess writes to ``stream``, read by a thread while it runs.
+
+    :meth:`expect` awaits the next line that matches (no sleeps: the reader hands each
+    line over as it comes); :meth:`rest` gives the remaining ones once the stream ends.
+    Every line read is kept in :attr:`seen`."""
+
+    def __init__(self, stream: Any, who: str, on_timeout: Any = None) -> None:
+        self.seen: list[str] = []
+        self._who = who
+        self._on_timeout = on_timeout
+        self._queue: queue.Queue[str | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
+        self._thread.start()
+
+    def _read(self, stream: Any) -> None:
+        for line in stream:
+            self._queue.put(line.rstrip("\n"))
+        self._queue.put(None)
+
+    def expect(self, matches: Any, what: str, timeout: float = 30, context: Any = None) -> str:
+        """The next line for which ``matches(line)`` is true."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                line = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                if self._on_timeout is not None:
+                    self._on_timeout()
+                pytest.fail(f"{self._who} did not {what} within {timeout} s: {self.seen} {context() if context else ''}")
+            if line is None:
+                self._queue.put(None)
+                pytest.fail(f"{self._who} ended and did not {what}: {self.seen} {context() if context else ''}")
+            self.seen.append(line)
+            if matches(line):
+                return line
+
+    def rest(self, timeout: float = 10) -> list[str]:
+        """Every line, once the stream ended (the process exited)."""
+        self._thread.join(timeout)
+        while (line := self._queue.get(timeout=timeout)) is not None:
+            self.seen.append(line)
+        self._queue.put(None)
+        return self.seen
+
 
 # Appended to an instrumented app: it says which helper process follows its databases.
 # The application exits at once; the helper delivers afterwards and then exits.

@@ -26,8 +26,8 @@ APP = textwrap.dedent(
 
     db = rocksdict.Rdict(sys.argv[1], blob_options())
     import os
+    # Children started by the open (the helper, if any: its command line once it has exec'd, below).
     kids = open(f"/proc/self/task/{os.getpid()}/children").read().split()
-    print("children:", [open(f"/proc/{k}/cmdline").read().replace(chr(0), " ") for k in kids])
     with trace.get_tracer("app").start_as_current_span("app.maintenance"):
         for _ in range(3):
             write_round(db)
@@ -37,8 +37,12 @@ APP = textwrap.dedent(
     db.close()  # returns at once; then wait, as an orderly shutdown may, for the session's delivery
     from otel_blob import RocksdictInstrumentor
     assert RocksdictInstrumentor().wait_for_sessions(60)  # (the helper, if any, is past its start-up)
+    print("children:", [open(f"/proc/{k}/cmdline").read().replace(chr(0), " ") for k in kids])
     # The helper's niceness (field 19 of /proc/<pid>/stat; its name, field 2, has no spaces).
     print("nice:", [int(open(f"/proc/{k}/stat").read().split()[18]) for k in kids])
+    # Its scheduling group's (a session of its own is a group where the kernel schedules by autogroup).
+    if os.path.exists("/proc/self/autogroup"):
+        print("autogroup nice:", [int(open(f"/proc/{k}/autogroup").read().split()[-1]) for k in kids])
     print("app done")
     """
 )
@@ -76,6 +80,8 @@ def test_opentelemetry_instrument_exports_blob_telemetry(tmp_path, otlp_receiver
     assert ("-m otel_blob.helper" in proc.stdout) == (mode == "auto"), proc.stdout
     # It runs at nice 19 (the default): it takes only the CPU the application leaves.
     assert ("nice: [19]" in proc.stdout) == (mode == "auto"), proc.stdout
+    if mode == "auto" and os.path.exists("/proc/self/autogroup"):
+        assert "autogroup nice: [19]" in proc.stdout, proc.stdout
     # The SDK flushed at exit: everything is already here, no waiting needed.
     logs = otlp_receiver.log_records()
     spans = otlp_receiver.spans()
@@ -112,6 +118,10 @@ def test_opentelemetry_instrument_exports_blob_telemetry(tmp_path, otlp_receiver
     app_span = next(s for s in spans if s["name"] == "app.maintenance")
     manual = {s["span_id"]: s for s in spans if s["name"] == "rocksdict.flush"}
     assert len(manual) == 3 and all(s["trace_id"] == app_span["trace_id"] for s in manual.values())
+    # Recorded by the helper (the app only makes their context current), yet the app's children,
+    # under our scope and the app's resource.
+    assert all(s["parent_span_id"] == app_span["span_id"] and s["scope"] == "otel_blob"
+               and s["resource"]["service.name"] == "blob-app" for s in manual.values())
     flush_jobs = [s for s in jobs.values() if s["name"] == "rocksdb.flush"]
     assert flush_jobs and all(s["parent_span_id"] in manual for s in flush_jobs)
     compact_call = next(s for s in spans if s["name"] == "rocksdict.compact_range")

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import rocksdict
 
-from dbutil import BlobDirWatch, blob_options, quiesce, write_round
+from dbutil import BlobDirWatch, blob_options, churn_and_close, quiesce, write_round
 
 OTEL_BLOB = os.path.join(os.path.dirname(sys.executable), "otel-blob")
 CREATED = "rocksdb.blob_file.created"
@@ -153,12 +153,7 @@ def test_watch_waits_for_the_db_and_drains_on_sigterm(tmp_path, otlp_receiver):
     with BlobDirWatch(path) as gt:
         db = rocksdict.Rdict(path, blob_options())
         w.wait_err(r"watching .* from the start")
-        for _ in range(4):
-            write_round(db)
-            db.flush()
-        db.compact_range(None, None)
-        quiesce(db)
-        db.close()
+        churn_and_close(db)
         # No waiting for the export: SIGTERM must drain the LOG and flush the exporters.
         rc = w.stop()
         truth = gt.collect()
@@ -290,12 +285,7 @@ def test_replay_equals_live(tmp_path, otlp_receiver):
     w.wait_err("waiting for the database directory")
     db = rocksdict.Rdict(path, blob_options(max_log_file_size=32 << 10))
     w.wait_err("watching")
-    for _ in range(4):
-        write_round(db)
-        db.flush()
-    db.compact_range(None, None)
-    quiesce(db)
-    db.close()
+    churn_and_close(db)
     db = rocksdict.Rdict(path, blob_options(max_log_file_size=32 << 10))  # a second session
     write_round(db)
     db.flush()

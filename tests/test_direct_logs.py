@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 from typing import Any
 
 import pytest
 from opentelemetry._logs import Logger, LoggerProvider as APILoggerProvider, SeverityNumber
 from opentelemetry.exporter.otlp.proto.common._log_encoder import encode_logs as sdk_encode_logs
-from opentelemetry.sdk._logs import LoggerProvider
+from opentelemetry.sdk._logs import Logger as SDKLogger, LoggerProvider, LogRecordLimits
 from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
@@ -24,6 +25,11 @@ from otel_blob.telemetry import TelemetryListener
 from dbutil import blob_history
 
 RESOURCE = Resource({"service.name": "direct", "n": 2})
+
+# What the SDK of this environment has (the suite also runs on the lowest versions we declare).
+LOGRECORD_LIMITS = hasattr(LogRecordLimits(), "max_log_record_attributes")  # OTEL_LOGRECORD_ATTRIBUTE_*: 1.44+
+EMIT_EXCEPTION = "exception" in inspect.signature(SDKLogger.emit).parameters  # Logger.emit(exception=): 1.42+
+needs_logrecord_limits = pytest.mark.skipif(not LOGRECORD_LIMITS, reason="SDK < 1.44: no OTEL_LOGRECORD_ATTRIBUTE_*")
 
 
 class _RecordingProvider(APILoggerProvider):
@@ -116,7 +122,8 @@ def test_the_current_context_is_used_when_none_is_given():
     {"body": "b", "attributes": {"list": ["a", "b"]}},
     {"body": "b", "attributes": {"big": 1 << 63}},
     {"body": "b", "attributes": {"none": None}},
-    {"body": "b", "exception": ValueError("boom")},
+    pytest.param({"body": "b", "exception": ValueError("boom")},
+                 marks=pytest.mark.skipif(not EMIT_EXCEPTION, reason="SDK < 1.42: no emit(exception=)")),
 ], ids=["dict-body", "list-value", "beyond-int64", "none-value", "exception"])
 def test_what_the_sdk_would_change_goes_through_the_sdk(kw):
     kw = {"observed_timestamp": 7, "severity_number": SeverityNumber.INFO, **kw}
@@ -128,10 +135,10 @@ def test_what_the_sdk_would_change_goes_through_the_sdk(kw):
 
 
 @pytest.mark.parametrize("env", [
-    {"OTEL_LOGRECORD_ATTRIBUTE_COUNT_LIMIT": "2"},
+    pytest.param({"OTEL_LOGRECORD_ATTRIBUTE_COUNT_LIMIT": "2"}, marks=needs_logrecord_limits),
     {"OTEL_ATTRIBUTE_COUNT_LIMIT": "2"},
     {"OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT": "3"},
-    {"OTEL_LOGRECORD_ATTRIBUTE_VALUE_LENGTH_LIMIT": "3"},
+    pytest.param({"OTEL_LOGRECORD_ATTRIBUTE_VALUE_LENGTH_LIMIT": "3"}, marks=needs_logrecord_limits),
 ])
 def test_attribute_limits_are_the_sdks(monkeypatch, env):
     for k, v in env.items():
@@ -144,6 +151,7 @@ def test_attribute_limits_are_the_sdks(monkeypatch, env):
     assert len(attrs) == 2 or attrs["a"] == "lon"
 
 
+@needs_logrecord_limits
 def test_no_count_limit_is_no_limit(monkeypatch):
     # OTEL_*_ATTRIBUTE_COUNT_LIMIT set to "" means no limit (the SDK's None).
     monkeypatch.setenv("OTEL_LOGRECORD_ATTRIBUTE_COUNT_LIMIT", "")

@@ -6,43 +6,16 @@ import logging
 
 import pytest
 import rocksdict
-from opentelemetry import trace
 from opentelemetry.instrumentation.utils import suppress_instrumentation
-from opentelemetry.sdk._logs import LoggerProvider
-from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from dbutil import blob_options, quiesce, write_round
+from memory_sdk import MemorySdk
 from otel_blob import RocksdictInstrumentor
-
-
-class Sdk:
-    def __init__(self) -> None:
-        self.spans = InMemorySpanExporter()
-        self.logs = InMemoryLogRecordExporter()
-        self.metrics = InMemoryMetricReader()
-        self.tracer_provider = TracerProvider(shutdown_on_exit=False)
-        self.tracer_provider.add_span_processor(SimpleSpanProcessor(self.spans))
-        self.logger_provider = LoggerProvider(shutdown_on_exit=False)
-        self.logger_provider.add_log_record_processor(SimpleLogRecordProcessor(self.logs))
-        self.meter_provider = MeterProvider(metric_readers=[self.metrics], shutdown_on_exit=False)
-
-    def kwargs(self) -> dict:
-        return {"tracer_provider": self.tracer_provider, "logger_provider": self.logger_provider,
-                "meter_provider": self.meter_provider}
-
-    def blob_records(self) -> list:
-        return [r.log_record for r in self.logs.get_finished_logs()
-                if (r.log_record.event_name or "").startswith("rocksdb.blob_file.")]
 
 
 @pytest.fixture
 def sdk():
-    s = Sdk()
+    s = MemorySdk()
     inst = RocksdictInstrumentor()
     yield s, inst
     if inst.is_instrumented_by_opentelemetry:
@@ -157,3 +130,52 @@ def test_mode_and_helper_nice_settings():
     assert Settings.resolve({"helper_nice": 0, "mode": "thread"}, env).helper_nice == 0
     bad = Settings.resolve({}, {"OTEL_PYTHON_ROCKSDICT_HELPER_NICE": "20", "OTEL_PYTHON_ROCKSDICT_MODE": "fork"})
     assert (bad.mode, bad.helper_nice) == ("auto", 19)
+
+
+def test_manual_spans_follow_database_conventions_and_name_their_column_family(tmp_path, sdk):
+    from otel_blob import __version__
+    from otel_blob.telemetry import SCHEMA_URL
+
+    s, inst = sdk
+    inst.instrument(**s.kwargs())
+    path = str(tmp_path / "db")
+    db = rocksdict.Rdict(path, blob_options())
+    users = db.create_column_family("users", blob_options())
+    write_round(db)
+    db.flush()
+    for i in range(40):
+        users[b"u%03d" % i] = b"v" * 1024
+    users.flush()
+    again = db.get_column_family("users")
+    again.compact_range(None, None)
+    quiesce(db)
+    del users, again
+    db.close()
+    assert inst.wait_for_sessions(30)
+    calls = [sp for sp in s.spans.get_finished_spans() if sp.name.startswith("rocksdict.")]
+    seen = [(sp.name, sp.attributes["db.operation.name"], sp.attributes["rocksdb.column_family"]) for sp in calls]
+    assert seen == [("rocksdict.flush", "flush", "default"), ("rocksdict.flush", "flush", "users"),
+                    ("rocksdict.compact_range", "compact_range", "users")]
+    for sp in calls:
+        assert sp.attributes["db.system.name"] == "rocksdb" and sp.attributes["db.namespace"] == path
+    # One instrumentation scope for everything we emit: name, version, schema of the conventions.
+    scopes = {(sp.instrumentation_scope.name, sp.instrumentation_scope.version, sp.instrumentation_scope.schema_url)
+              for sp in s.spans.get_finished_spans() if sp.name.startswith(("rocksdict.", "rocksdb."))}
+    scopes |= {(r.instrumentation_scope.name, r.instrumentation_scope.version, r.instrumentation_scope.schema_url)
+               for r in s.logs.get_finished_logs()}
+    data = s.metrics.get_metrics_data()
+    scopes |= {(sm.scope.name, sm.scope.version, sm.scope.schema_url)
+               for rm in data.resource_metrics for sm in rm.scope_metrics if sm.scope.name != "opentelemetry-sdk"}
+    assert scopes == {("otel_blob", __version__, SCHEMA_URL)}
+
+
+def test_excluded_databases_are_neither_followed_nor_traced(tmp_path, sdk):
+    s, inst = sdk
+    inst.instrument(exclude_dbs=[str(tmp_path / "scratch-*")], **s.kwargs())
+    workload(str(tmp_path / "scratch-1"))
+    workload(str(tmp_path / "kept"))
+    assert inst.wait_for_sessions(30)
+    paths = {r.attributes.get("rocksdb.db.path") for r in s.blob_records()}
+    assert paths == {str(tmp_path / "kept")}
+    traced = {sp.attributes.get("rocksdb.db.path") for sp in s.spans.get_finished_spans()}
+    assert traced == {str(tmp_path / "kept")}

@@ -8,7 +8,6 @@ source -> decode -> watching -> telemetry -> export -> instrument / cli. ``setti
 from __future__ import annotations
 
 import ast
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -200,3 +199,13 @@ def test_settings_doc_matches_the_settings_module(family, heading):
         row = rows[s.env]
         default = "" if s.default is None else str(s.default).lower()
         assert row[2].lower() == default, f"{s.env}: the doc says default {row[2]!r}, the code {s.default!r}"
+
+
+def test_readme_settings_table_matches_the_settings_module():
+    text = (PKG.parent / "README.md").read_text(encoding="utf-8")
+    rows = _table_rows(text, "## Settings")
+    ours = {name for name in rows if name.startswith("OTEL_PYTHON_ROCKSDICT_")}
+    assert ours == {s.env for s in settings.INSTRUMENTATION}, "README.md's settings table and otel_blob/settings.py disagree"
+    for s in settings.INSTRUMENTATION:
+        default = "" if s.default is None else str(s.default).lower()
+        assert rows[s.env][1].lower() == default, f"{s.env}: README says default {rows[s.env][1]!r}, the code {s.default!r}"

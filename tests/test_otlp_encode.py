@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+
 import os
 from enum import IntEnum
 
@@ -25,10 +27,14 @@ from opentelemetry.trace import (
 
 from otel_blob.decode import BatchInfo, LogDecoder, WatchInfo
 from otel_blob.watching.listener import deliver
+from otel_blob.export import private
 from otel_blob.export.otlp_encode import _Encoder, encode_logs, encode_spans
 from otel_blob.telemetry import TelemetryListener
 
 from dbutil import blob_history
+
+# Exporter 1.43 changed _encode_value: a None is an empty value (it was no field, with allow_null).
+NULL_IS_EMPTY = "allow_null" not in inspect.signature(private._internal()._encode_value).parameters
 
 
 def _sdk_bytes(batch) -> bytes:
@@ -234,7 +240,9 @@ def test_spans_the_exporter_would_not_see_from_the_sdk_encode_byte_for_byte(capl
     ]
     expected = _sdk_span_bytes(batch)
     dropped = sorted(r.getMessage() for r in caplog.records)
-    assert len(dropped) == 15  # big, neg, set and the two lone surrogates, in span, event and link attributes
+    # big, neg, set and the two lone surrogates, in span, event and link attributes (exporters before 1.43
+    # log some of them twice)
+    assert len(dropped) == (15 if NULL_IS_EMPTY else 21)
     assert b"big" not in expected and b"\x03set" not in expected and b"str_sub" in expected and b"enum" in expected
     caplog.clear()
     assert encode_spans(batch) == expected

@@ -72,6 +72,8 @@ class Otel:
             return out
         for rm in data.resource_metrics:
             for sm in rm.scope_metrics:
+                if sm.scope.name == "opentelemetry-sdk":
+                    continue  # SDK 1.41's own metrics (otel.sdk.metric_reader.*), opt-in from 1.42
                 for m in sm.metrics:
                     out[m.name] = [(dict(dp.attributes), dp) for dp in m.data.data_points]
         return out

@@ -45,9 +45,11 @@ def loss_summary(pipeline: ExportPipeline, stats: Iterable[Any]) -> str:
     if dropped:
         reasons = ", ".join(f"{k} {v}" for k, v in sorted(pipeline.dropped_by_reason().items()))
         parts.append(f"{dropped} telemetry items could not be delivered ({reasons})")
-    files = {}
+    files: dict[str, int] = {}
     for st in stats:
         for reason in _LOST_FILES:
+            if reason != "file_lost" and st.following_at_stop:
+                continue  # unreadable for a while, then read from its start: nothing lost
             files[reason] = files.get(reason, 0) + st.skipped.get(reason, 0)
     if any(files.values()):
         parts.append("LOG files lost or unreadable: " + ", ".join(f"{k} {v}" for k, v in files.items() if v))

@@ -9,9 +9,11 @@ Commands::
 Exporters follow OpenTelemetry's environment variables (``OTEL_EXPORTER_OTLP_*``,
 ``OTEL_{TRACES,LOGS,METRICS}_EXPORTER``, ``OTEL_SERVICE_NAME``,
 ``OTEL_RESOURCE_ATTRIBUTES``); every flag has an ``OTEL_BLOB_*`` variable (the flag
-wins; :data:`otel_blob.settings.CLI`). Exit codes: 0 done (also after SIGINT/SIGTERM),
-1 a runtime failure (a file that cannot be read, a database directory that
-disappeared with ``--exit-on-missing``), 2 bad usage (flag, value, path).
+wins; :data:`otel_blob.settings.CLI`). Exit statuses (:mod:`.errors`): 0 every event
+delivered (a watch also after SIGINT/SIGTERM), 1 a runtime failure (a file that cannot be
+read, a database directory that disappeared with ``--exit-on-missing``), 2 bad usage
+(flag, value, path), 3 ran to its end but telemetry was lost (the last line says what);
+a replay stopped by a signal exits 128 + the signal's number.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import Any, Callable, Sequence
 
 from ..export.pipeline import check_endpoint
 from ..settings import CLI, Setting
+from ..version import __version__
 from .console import PROG, say
 from .errors import ConfigError, RuntimeFailure, UsageError
 
@@ -84,7 +87,10 @@ def _add_telemetry_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog=PROG, description="OpenTelemetry for RocksDB blob files, from the database's info LOG.")
+    p = _Parser(prog=PROG, description="OpenTelemetry for RocksDB blob files, from the database's info LOG.",
+                epilog="exit status: 0 every event delivered, 1 a runtime failure, 2 bad usage, 3 telemetry was "
+                       "lost (the last line says what); a replay stopped by a signal: 128 + its number")
+    p.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     w = sub.add_parser("watch", help="follow running databases and export their blob file telemetry",

@@ -13,12 +13,10 @@ import argparse
 import logging
 import os
 import re
-import signal
 import stat
 import sys
-import threading
 import time
-from typing import Any, Sequence
+from typing import Sequence
 
 from ..decode.rules import parse_line
 from ..export.pipeline import ExportPipeline, PipelineOptions
@@ -26,6 +24,7 @@ from ..source.layout import log_files, split_log_name
 from ..watching.replay import replay
 from .console import PROG, say
 from .errors import EXIT_DROPPED, EXIT_OK, RuntimeFailure, UsageError, loss_summary, say_destination
+from .signals import StopRequest
 from .watch_command import compose
 
 __all__ = ["cmd_replay"]
@@ -38,6 +37,8 @@ _LOG_HEAD_RE = re.compile(rb"^\d{4}/\d{2}/\d{2}-\d{2}:\d{2}:\d{2}\.\d+ ")
 def _log_files_of_dir(d: str) -> list[str]:
     try:
         files = log_files(d)
+    except PermissionError:
+        raise RuntimeFailure(f"{d}: cannot read directory: permission denied") from None  # as for a file
     except OSError as exc:
         raise RuntimeFailure(f"{d}: cannot read directory: {exc.strerror or exc}") from None
     if not files:
@@ -155,41 +156,31 @@ def cmd_replay(args: argparse.Namespace, environ: dict[str, str]) -> int:
     say_destination(args, pipeline)
     show = args.progress == "always" or (args.progress == "auto" and sys.stderr.isatty())
     progress = _Progress(sum(sizes.values()), show)
-    stop = threading.Event()
-
-    got: list[int] = []
-
-    def on_signal(signum: int, _frame: Any) -> None:
-        got.append(signum)
-        stop.set()
-        signal.signal(signum, signal.SIG_DFL)
-
-    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     total_events = 0
     all_stats = []
-    try:
-        for key, files in groups:
-            if stop.is_set():
-                break
-            db_name = os.path.abspath(args.db_name) if args.db_name else _db_name_of(files, key)
-            stats = replay(db_name, key, files, listener, should_stop=stop.is_set, on_read=progress.update)
-            total_events += stats.events
-            all_stats.append(stats)
-        progress.update("", 0, force=True)
-    finally:
-        progress.close()
-        pipeline.shutdown()
-        for s, h in old.items():
-            signal.signal(s, h)
+    with StopRequest() as stop:
+        try:
+            for key, files in groups:
+                if stop.event.is_set():
+                    break
+                db_name = os.path.abspath(args.db_name) if args.db_name else _db_name_of(files, key)
+                stats = replay(db_name, key, files, listener, should_stop=stop.event.is_set,
+                               on_read=progress.update)
+                total_events += stats.events
+                all_stats.append(stats)
+            progress.update("", 0, force=True)
+        finally:
+            progress.close()
+            pipeline.shutdown()
     if printer is not None:
         sys.stdout.write(printer.summary() + "\n")
     if args.verbose:
         say(f"replayed {len(sizes)} LOG files, {total_events} events")
     lost = loss_summary(pipeline, all_stats)
-    if got:
-        say(f"stopped by {signal.Signals(got[0]).name} before the end: "
-            f"{sum(1 for st in all_stats for _ in [st])} of {len(groups)} LOGs begun{'; ' + lost if lost else ''}")
-        return 128 + got[0]
+    if stop.signum is not None:
+        say(f"stopped by {stop.name} before the end: "
+            f"{len(all_stats)} of {len(groups)} LOGs begun{'; ' + lost if lost else ''}")
+        return 128 + stop.signum
     if lost:
         say(lost)
         return EXIT_DROPPED

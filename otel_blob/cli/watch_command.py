@@ -14,9 +14,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import signal
 import sys
-import threading
 import time
 from typing import Any
 
@@ -29,6 +27,7 @@ from ..watching.loop import WatchLoop
 from ..watching.positions import Positions
 from .console import LinePrinter, say
 from .errors import EXIT_DROPPED, EXIT_OK, EXIT_RUNTIME, RuntimeFailure, UsageError, loss_summary, say_destination
+from .signals import StopRequest
 
 __all__ = ["DbSlot", "cmd_watch", "compose"]
 
@@ -196,17 +195,6 @@ def cmd_watch(args: argparse.Namespace, environ: dict[str, str]) -> int:
     slots = [DbSlot(d, args, listener, loop, positions, ckpt.entry(d) if ckpt else None,
                     ckpt.path if ckpt else None) for d in dbs]
 
-    stop = threading.Event()
-    got: list[int] = []
-
-    def on_signal(signum: int, _frame: Any) -> None:
-        got.append(signum)
-        stop.set()
-        # A second signal while draining ends the process the default way.
-        signal.signal(signum, signal.SIG_DFL)
-
-    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-
     def save_checkpoint() -> None:
         if ckpt is None:
             return
@@ -223,43 +211,39 @@ def cmd_watch(args: argparse.Namespace, environ: dict[str, str]) -> int:
     code = EXIT_OK
     next_save = 0.0
     said = False
-    try:
-        while not stop.is_set():
-            for s in slots:
-                s.check()
-            if not said:  # after the first look: a refused checkpoint entry is the only line
-                said = True
-                say_destination(args, pipeline)
-            if any(s.missing_exit for s in slots):
-                code = EXIT_RUNTIME
-                break
-            now = time.monotonic()
-            if now >= next_save:
-                next_save = now + args.checkpoint_interval
-                save_checkpoint()
-            stop.wait(min(CHECK_EVERY, args.checkpoint_interval))
-        for s in slots:
-            s.stop()
-    finally:
-        pipeline.shutdown()
+    with StopRequest() as stop:
         try:
-            save_checkpoint()
+            while not stop.event.is_set():
+                for s in slots:
+                    s.check()
+                if not said:  # after the first look: a refused checkpoint entry is the only line
+                    said = True
+                    say_destination(args, pipeline)
+                if any(s.missing_exit for s in slots):
+                    code = EXIT_RUNTIME
+                    break
+                now = time.monotonic()
+                if now >= next_save:
+                    next_save = now + args.checkpoint_interval
+                    save_checkpoint()
+                stop.event.wait(min(CHECK_EVERY, args.checkpoint_interval))
+            for s in slots:
+                s.stop()
         finally:
-            if ckpt is not None:
-                ckpt.close()
-            for s, h in old.items():
-                try:
-                    signal.signal(s, h)
-                except (ValueError, TypeError):  # pragma: no cover
-                    pass
+            pipeline.shutdown()
+            try:
+                save_checkpoint()
+            finally:
+                if ckpt is not None:
+                    ckpt.close()
     if printer is not None:
         sys.stdout.write(printer.summary() + "\n")
     lost = loss_summary(pipeline, [st for s in slots for st in s.stats])
     if lost:
-        say(f"{'stopped by ' + signal.Signals(got[0]).name + '; ' if got else ''}{lost}"
+        say(f"{'stopped by ' + stop.name + '; ' if stop.name else ''}{lost}"
             + ("; the checkpoint keeps the last delivered position: a restart reads the rest from the LOG"
                if ckpt is not None else ""))
         return code or EXIT_DROPPED
-    if got:
-        say(f"stopped by {signal.Signals(got[0]).name}; every event delivered and flushed")
+    if stop.name:
+        say(f"stopped by {stop.name}; every event delivered and flushed")
     return code

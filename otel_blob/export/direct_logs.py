@@ -30,6 +30,8 @@ from opentelemetry._logs import Logger, LoggerProvider
 from opentelemetry.context import get_current
 from opentelemetry.trace import get_current_span
 
+from . import private
+
 __all__ = ["DirectLogRecord", "DirectLogger", "DirectLoggerProvider"]
 
 _INT64_MIN = -(1 << 63)
@@ -89,9 +91,9 @@ class DirectLogger(Logger):
         self._put = queue.put
         self._resource = resource
         self._scope = scope
-        n = limits.max_log_record_attributes
+        n, length = private.log_record_limits(limits)
         self._max_attrs = float("inf") if n is None else n  # None: no limit (the variable set to "")
-        self._direct_ok = limits.max_log_record_attribute_length is None
+        self._direct_ok = length is None
         self.direct = 0  # records that took the short way (for tests and benchmarks)
 
     def enabled(self, **kwargs: Any) -> bool:
@@ -105,9 +107,10 @@ class DirectLogger(Logger):
             if record is not None:
                 self._sdk.emit(record)
             else:
+                extra = {} if exception is None else {"exception": exception}  # emit(exception=): SDK 1.42+
                 self._sdk.emit(timestamp=timestamp, observed_timestamp=observed_timestamp, context=context,
                                severity_number=severity_number, severity_text=severity_text, body=body,
-                               attributes=attributes, event_name=event_name, exception=exception)
+                               attributes=attributes, event_name=event_name, **extra)
             return
         # What the API LogRecord takes from the context (the current one when none is given).
         sc = get_current_span(context or get_current()).get_span_context()

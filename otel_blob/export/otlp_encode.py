@@ -31,6 +31,8 @@ from typing import Any, Callable, Mapping, Sequence
 
 from opentelemetry.attributes import BoundedAttributes
 
+from . import private
+
 __all__ = ["FastOTLPLogExporter", "FastOTLPSpanExporter", "encode_logs", "encode_spans"]
 
 _pack_d = struct.Struct("<d").pack
@@ -79,18 +81,14 @@ def _any_value(value: Any) -> bytes:
         return b"\x21" + _pack_d(value)  # 4 double_value
     if t is tuple or t is list:  # 5 array_value: the SDK keeps span attribute lists as tuples
         return _ld(b"\x2a", b"".join([_ld(b"\x0a", _any_value(v)) for v in value]))
-    from opentelemetry.exporter.otlp.proto.common._internal import _encode_value
-
     # Anything else (raising as the exporter raises) is the exporter's own encoding.
-    return _encode_value(value).SerializeToString()
+    return private.encode_value(value).SerializeToString()
 
 
 @functools.cache
 def _span_kinds() -> dict[Any, bytes]:
-    """SDK SpanKind -> encoded Span.kind (field 6); the wire values are the SDK's + 1."""
-    from opentelemetry.exporter.otlp.proto.common._internal.trace_encoder import _SPAN_KIND_MAP
-
-    return {kind: b"\x30" + _varint(int(value)) for kind, value in _SPAN_KIND_MAP.items()}
+    """SDK SpanKind -> encoded Span.kind (field 6), as the exporter numbers them."""
+    return {kind: b"\x30" + _varint(value) for kind, value in private.span_kind_values().items()}
 
 
 def _status(status: Any) -> bytes:
@@ -163,14 +161,12 @@ class _Encoder:
         except Exception:
             # The exporter logs and leaves out a value it cannot encode (e.g. an int
             # beyond 64 bits, a lone surrogate): let it decide, one key at a time.
-            from opentelemetry.exporter.otlp.proto.common._internal import _encode_attributes
-
             out = []
             for k, v in attrs.items():
                 try:
                     out.append(_ld(tag, kv(k, v)))
                 except Exception:
-                    out.extend([_ld(tag, pb.SerializeToString()) for pb in _encode_attributes({k: v})])
+                    out.extend([_ld(tag, pb.SerializeToString()) for pb in private.encode_attributes({k: v}) or ()])
             return out
 
     def _message(self, obj: Any, encode: Any) -> bytes:
@@ -186,8 +182,6 @@ class _Encoder:
 
     def log_record(self, readable: Any) -> bytes:
         """A ``LogRecord`` message (without its field tag), fields in number order."""
-        from opentelemetry.exporter.otlp.proto.common._internal import _encode_value
-
         r = readable.log_record
         out = []
         if r.timestamp:
@@ -201,7 +195,9 @@ class _Encoder:
         if type(body) is str:
             out.append(_ld(b"\x2a", _ld(b"\x0a", body.encode("utf-8"))))  # 5 body
         else:
-            out.append(_ld(b"\x2a", _encode_value(body).SerializeToString()))
+            value = private.encode_value(body)
+            if value is not None:  # exporters before 1.43 leave a None body out
+                out.append(_ld(b"\x2a", value.SerializeToString()))
         attrs = r.attributes
         if attrs:
             out.extend(self.attributes(b"\x32", attrs))  # 6 attributes
@@ -237,9 +233,7 @@ class _Encoder:
         kinds = _span_kinds()
         kind = kinds.get(s.kind)
         if kind is None:
-            from opentelemetry.exporter.otlp.proto.common._internal.trace_encoder import _SPAN_KIND_MAP
-
-            kind = b"\x30" + _varint(int(_SPAN_KIND_MAP[s.kind]))  # a KeyError as the exporter's
+            kind = b"\x30" + _varint(private.span_kind_values()[s.kind])  # a KeyError as the exporter's
         out.append(kind)  # 6 kind, never the default (UNSPECIFIED)
         if s.start_time:
             out.append(b"\x39" + _pack_q(s.start_time))  # 7 start_time_unix_nano, fixed64
@@ -304,11 +298,6 @@ class _Encoder:
         """``resource_*`` of an export request: items (field 2 of their scope message)
         grouped by resource, then scope, in first-seen order. ResourceLogs/ScopeLogs and
         ResourceSpans/ScopeSpans have the same field numbers."""
-        from opentelemetry.exporter.otlp.proto.common._internal import (
-            _encode_instrumentation_scope,
-            _encode_resource,
-        )
-
         groups: dict[Any, dict[Any, list[bytes]]] = {}
         last_res: Any = object()
         last_scope: Any = object()
@@ -325,13 +314,13 @@ class _Encoder:
         for resource, scopes in groups.items():
             scope_parts = []
             for scope, items in scopes.items():
-                body = _ld(b"\x0a", self._message(scope, _encode_instrumentation_scope)) if scope is not None \
+                body = _ld(b"\x0a", self._message(scope, private.encode_scope)) if scope is not None \
                     else b"\x0a\x00"
                 body += b"".join(items)
                 if scope is not None and scope.schema_url:
                     body += _ld(b"\x1a", scope.schema_url.encode("utf-8"))
                 scope_parts.append(_ld(b"\x12", body))
-            body = _ld(b"\x0a", self._message(resource, _encode_resource)) + b"".join(scope_parts)
+            body = _ld(b"\x0a", self._message(resource, private.encode_resource)) + b"".join(scope_parts)
             if resource.schema_url:
                 body += _ld(b"\x1a", resource.schema_url.encode("utf-8"))
             parts.append(_ld(b"\x0a", body))
@@ -372,8 +361,9 @@ class _FastTranslate:
 
 
 def _fast_log_exporter_class() -> type:
-    from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
     from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+
+    OTLPLogExporter = private.stock_grpc_exporters()[0]  # noqa: N806
 
     class FastOTLPLogExporter(_FastTranslate, OTLPLogExporter):  # type: ignore[misc]
         """OTLP/gRPC log exporter with :func:`encode_logs` (same bytes, ~6x less encoding CPU)."""
@@ -384,8 +374,9 @@ def _fast_log_exporter_class() -> type:
 
 
 def _fast_span_exporter_class() -> type:
-    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    OTLPSpanExporter = private.stock_grpc_exporters()[1]  # noqa: N806
 
     class FastOTLPSpanExporter(_FastTranslate, OTLPSpanExporter):  # type: ignore[misc]
         """OTLP/gRPC span exporter with :func:`encode_spans` (same bytes, ~6x less encoding CPU)."""

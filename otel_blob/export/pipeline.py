@@ -12,6 +12,7 @@ counted drops, and backpressure on the LOG reader.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from dataclasses import dataclass
 from importlib import import_module
@@ -20,6 +21,7 @@ from typing import Any, Mapping
 
 from ..telemetry import DeterministicIdGenerator, TelemetryListener
 from ..watching.listener import EventListener
+from . import fast_path
 from .direct_logs import DirectLoggerProvider
 from .queue import DEFAULT_QUEUE, DeliveryQueue, ReliableLogRecordProcessor, ReliableSpanProcessor, all_have_room
 
@@ -28,6 +30,8 @@ __all__ = ["ConfigError", "ExportPipeline", "PipelineOptions", "check_endpoint",
 _log = logging.getLogger("otel_blob")
 
 DEFAULT_SERVICE_NAME = "otel-blob"
+SPAN_EVENTS_MAX = 2048  # span events a job span keeps in our pipeline (~1.3 MB encoded)
+_METRICS_LAST_EXPORT_MS = 250  # the meter provider's last export when the shutdown time is used up
 
 
 class ConfigError(ValueError):
@@ -121,20 +125,34 @@ def _otlp_exporter(signal_name: str, endpoint: str | None, environ: Mapping[str,
         if endpoint:
             kwargs["endpoint"] = endpoint.rstrip("/") + "/v1/" + signal_name
     # gRPC spans and logs: the same bytes as the stock exporters', encoded ~5x cheaper
-    # (otlp_encode).
+    # (otlp_encode) -- when the check of the exporters' internals it relies on passes.
+    fast = proto == "grpc" and _fast_path()
     if signal_name == "traces":
-        if proto == "grpc":
+        if fast:
             from .otlp_encode import FastOTLPSpanExporter as cls
         else:
             cls = import_module(mod + ".trace_exporter").OTLPSpanExporter
     elif signal_name == "logs":
-        if proto == "grpc":
+        if fast:
             from .otlp_encode import FastOTLPLogExporter as cls
         else:
             cls = import_module(mod + "._log_exporter").OTLPLogExporter
     else:
         cls = import_module(mod + ".metric_exporter").OTLPMetricExporter
     return cls(**kwargs)
+
+
+def _fast_path() -> bool:
+    """May our own encoding and the direct logger be used? (:mod:`.private` checks, once.)"""
+    problem = fast_path.fast_path_problem()
+    if problem is not None and not _said_fast_path:
+        _said_fast_path.append(problem)
+        _log.warning("exporting through the stock OpenTelemetry exporters (a few microseconds more per record): "
+                     "the installed exporter changed what otel_blob's faster encoding relies on (%s)", problem)
+    return problem is None
+
+
+_said_fast_path: list[str] = []
 
 
 def _resource(environ: Mapping[str, str]) -> Any:
@@ -202,16 +220,23 @@ class ExportPipeline:
                                 "metrics": ConsoleMetricExporter}[s]()
         resource = _resource(environ) if resource_attributes is None else Resource(dict(resource_attributes))
         self.shutdown_timeout = shutdown_timeout
-        # Span events unlimited unless the operator sets OTEL_SPAN_EVENT_COUNT_LIMIT: a job span
-        # carries an event per blob file it made, and a compaction can make hundreds (the SDK's
-        # default keeps 128). An operator's limit applies; what it drops is counted.
-        limits = SpanLimits() if environ.get("OTEL_SPAN_EVENT_COUNT_LIMIT") else SpanLimits(max_events=SpanLimits.UNSET)
+        # A job span carries an event per blob file it made or removed, and a compaction can make
+        # hundreds (the SDK's default keeps 128): we keep SPAN_EVENTS_MAX, unless the operator sets
+        # OTEL_SPAN_EVENT_COUNT_LIMIT. Not unlimited: a span of 10,000 events is ~6 MB, over the
+        # 4 MiB a gRPC message may have at a Collector's default, and would be refused whole.
+        # What a limit drops is counted (otel_blob.events.dropped{reason=span_event_limit}).
+        limits = SpanLimits() if environ.get("OTEL_SPAN_EVENT_COUNT_LIMIT") else SpanLimits(max_events=SPAN_EVENTS_MAX)
         self.tracer_provider = TracerProvider(resource=resource, id_generator=DeterministicIdGenerator(),
                                               span_limits=limits)
         self.logger_provider = LoggerProvider(resource=resource)
         readers = []
+        self._metric_threads: list[threading.Thread] = []
         if "metrics" in exporters:
+            before = set(threading.enumerate())
             readers.append(PeriodicExportingMetricReader(exporters["metrics"]))
+            # Its export thread (the one new thread, by the SDK's name for it): see shutdown().
+            self._metric_threads = [t for t in threading.enumerate()
+                                    if t not in before and t.name.startswith("OtelPeriodic")]
         self.meter_provider = MeterProvider(resource=resource, metric_readers=readers)
         # Our processors, not the SDK's batch ones: sized queues, retries while the
         # Collector is away, counted drops, and backpressure on the LOG reader.
@@ -227,7 +252,8 @@ class ExportPipeline:
             self.queues.append(lp.queue)
             # Records straight onto that queue, without the SDK's per-record objects
             # (the SDK logger and the processor above take what cannot go that way).
-            self.logger_provider = DirectLoggerProvider(self.logger_provider, lp.queue)
+            if _fast_path():
+                self.logger_provider = DirectLoggerProvider(self.logger_provider, lp.queue)
         self.listener: EventListener | None = None
         if self.exporting:
             self.listener = TelemetryListener(
@@ -301,8 +327,14 @@ class ExportPipeline:
         for provider in (self.meter_provider, self.tracer_provider, self.logger_provider):
             try:
                 if provider is self.meter_provider:
-                    provider.shutdown(timeout_millis=max(left_ms(), 1000))  # its last collection, bounded
+                    # Its last collection, bounded: what is left of the time, or a moment for a
+                    # Collector that is up (was at least 1 s: the bound was exceeded by a second).
+                    provider.shutdown(timeout_millis=max(left_ms(), _METRICS_LAST_EXPORT_MS))
                 else:
                     provider.shutdown()  # our queues are already shut down: nothing waits here
             except Exception:  # pragma: no cover - exporter bugs must not change the exit code
                 _log.debug("shutdown of %r failed", provider, exc_info=True)
+        # The metric reader's thread may be in a retry sleep the shutdown just cut short: let it
+        # end (and say "aborting retry") now, not after the caller's summary of what was lost.
+        for t in self._metric_threads:
+            t.join(_METRICS_LAST_EXPORT_MS / 1000)

@@ -34,7 +34,8 @@ import time
 from collections import Counter, deque
 from typing import Any, Callable, Sequence
 
-from opentelemetry.context import Context, attach, detach, set_value
+from opentelemetry.context import Context
+from opentelemetry.instrumentation.utils import suppress_instrumentation
 from opentelemetry.sdk._logs import LogRecordProcessor
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 
@@ -42,16 +43,12 @@ __all__ = ["DEFAULT_QUEUE", "DeliveryQueue", "ReliableLogRecordProcessor", "Reli
 
 _log = logging.getLogger("otel_blob")
 
-try:  # the key the SDK's own processors set so exporters' HTTP/gRPC calls are not traced
-    from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY as _SUPPRESS
-except ImportError:  # pragma: no cover
-    _SUPPRESS = "suppress_instrumentation"
-
 DEFAULT_QUEUE = 32768  # items per signal; a 10,000-event burst read in one poll fits; ~100 MB at worst
 DEFAULT_BATCH = 1024
 DEFAULT_DELAY = 0.2  # seconds between exports when the queue holds less than a batch
 RETRY_FIRST = 0.5  # seconds before the first retry of a refused batch
 RETRY_MAX = 8.0
+ABORT_GRACE = 0.5  # s a shutdown out of time waits for the aborted export call to return
 
 
 def _ok(result: Any) -> bool:
@@ -78,6 +75,8 @@ class DeliveryQueue:
         retry_first: float = RETRY_FIRST,
         retry_max: float = RETRY_MAX,
         on_drop: Callable[[str, str, int], None] | None = None,
+        size_of: Callable[[Any], int] | None = None,
+        max_batch_bytes: int = 3 << 20,
     ) -> None:
         if max_queue_size < 1 or max_export_batch_size < 1:
             raise ValueError("queue and batch sizes must be positive")
@@ -90,6 +89,8 @@ class DeliveryQueue:
         self.retry_first = retry_first
         self.retry_max = retry_max
         self.on_drop = on_drop
+        self.size_of = size_of  # an item's encoded size, about (None: batches by count only)
+        self.max_batch_bytes = max_batch_bytes
         self.enqueued = 0
         self.exported = 0
         self.failed_exports = 0  # export calls that did not succeed (each is retried)
@@ -100,6 +101,7 @@ class DeliveryQueue:
         self._closing = False  # shutdown began: no new items, no retries after the deadline
         self._deadline = float("inf")
         self._flush_requested = False
+        self._exporter_shut = False
         self._thread = threading.Thread(target=self._run, name=f"otel_blob-export-{signal}", daemon=True)
         self._thread.start()
 
@@ -162,12 +164,25 @@ class DeliveryQueue:
             self._closing = True
             self._deadline = time.monotonic() + timeout_millis / 1000
             self._cond.notify_all()
-        self._thread.join(max(0.0, self._deadline - time.monotonic()) + 1.0)
+        self._thread.join(max(0.0, self._deadline - time.monotonic()))
+        if self._thread.is_alive():
+            # Out of time while the exporter is in a call or in its own retry back-off (the
+            # SDK's exporters retry inside export() for up to OTEL_EXPORTER_OTLP_TIMEOUT):
+            # its shutdown aborts both (gRPC: the channel closes), so the bound holds.
+            self._shutdown_exporter()
+            self._thread.join(ABORT_GRACE)
         with self._cond:
             left = len(self._queue) + self._inflight
             self._queue.clear()
+            self._inflight = 0
         if left:
             self._drop("shutdown", left)
+        self._shutdown_exporter()
+
+    def _shutdown_exporter(self) -> None:
+        if self._exporter_shut:
+            return
+        self._exporter_shut = True
         try:
             self.exporter.shutdown()
         except Exception:
@@ -185,6 +200,16 @@ class DeliveryQueue:
                 if not self._queue:
                     continue
                 n = min(self.max_export_batch_size, len(self._queue))
+                if self.size_of is not None:
+                    # Cut the batch where a request would pass max_batch_bytes (at least one item):
+                    # a gRPC message is at most 4 MiB at a Collector's default, and an oversized
+                    # request is refused whole, again and again.
+                    total = 0
+                    for i in range(n):
+                        total += self.size_of(self._queue[i])
+                        if total > self.max_batch_bytes and i:
+                            n = i
+                            break
                 batch = [self._queue.popleft() for _ in range(n)]
                 self._inflight = n
             self._export(batch)
@@ -192,14 +217,13 @@ class DeliveryQueue:
     def _export(self, batch: list[Any]) -> None:
         delay = self.retry_first
         while True:
-            token = attach(set_value(_SUPPRESS, True))
-            try:
-                ok = _ok(self.exporter.export(batch))
-            except Exception:
-                _log.debug("%s exporter raised", self.signal, exc_info=True)
-                ok = False
-            finally:
-                detach(token)
+            # As the SDK's own processors do: the exporter's HTTP/gRPC calls are not traced.
+            with suppress_instrumentation():
+                try:
+                    ok = _ok(self.exporter.export(batch))
+                except Exception:
+                    _log.debug("%s exporter raised", self.signal, exc_info=True)
+                    ok = False
             with self._cond:
                 if ok:
                     self.exported += len(batch)
@@ -207,15 +231,15 @@ class DeliveryQueue:
                     self._cond.notify_all()
                     return
                 self.failed_exports += 1
-                if self.failed_exports <= 3 or self.failed_exports % 100 == 0:
-                    _log.warning("exporting %d %s failed (failure %d); retrying in %.1f s, "
-                                 "%d waiting", len(batch), self.signal, self.failed_exports, delay, self.backlog)
                 if self._closing and time.monotonic() + delay > self._deadline:
-                    # Shutting down and out of time: the caller counts what is left.
+                    # Shutting down and out of time: the caller counts (and says) what is left.
                     self._queue.extendleft(reversed(batch))
                     self._inflight = 0
                     self._cond.notify_all()
                     return
+                if self.failed_exports <= 3 or self.failed_exports % 100 == 0:
+                    _log.warning("exporting %d %s failed (failure %d); retrying in %.1f s, "
+                                 "%d waiting", len(batch), self.signal, self.failed_exports, delay, self.backlog)
                 self._cond.wait(delay)  # a shutdown wakes us early; then the deadline decides
             delay = min(delay * 2, self.retry_max)
 
@@ -266,11 +290,17 @@ class ReliableLogRecordProcessor(LogRecordProcessor):
         return self.queue.force_flush(timeout_millis)
 
 
+def span_size(span: Any) -> int:
+    """About a span's encoded size: a job span is mostly its span events (~600 bytes each)."""
+    return 1024 + 800 * len(span.events)
+
+
 class ReliableSpanProcessor(SpanProcessor):
-    """A SpanProcessor on a :class:`DeliveryQueue`: sampled spans are queued when they end."""
+    """A SpanProcessor on a :class:`DeliveryQueue`: sampled spans are queued when they end,
+    exported in requests of at most ``max_batch_bytes``."""
 
     def __init__(self, exporter: Any, **kwargs: Any) -> None:
-        self.queue = DeliveryQueue(exporter, "traces", **kwargs)
+        self.queue = DeliveryQueue(exporter, "traces", size_of=span_size, **kwargs)
 
     def on_start(self, span: Any, parent_context: Context | None = None) -> None:
         pass

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from ..source.identity import FileIdentity
+from ..telemetry.ids import random_id
 from . import protocol as p
 from . import state
 
@@ -65,17 +66,23 @@ class PendingSession:
     position: dict[str, Any] | None = None  # the last delivered position the helper reported
 
 
-class _RemoteOp:
-    """What ``TelemetryListener.manual_operation`` returns, for an op the helper matches."""
+class RemoteCall:
+    """An application call (``flush()``/``compact_range()``) whose span the helper records.
 
-    __slots__ = ("client", "op_id")
+    :attr:`context` is the call's span context, to make current during the call (the job
+    spans RocksDB runs for it become its children); :meth:`done` ends it.
+    """
 
-    def __init__(self, client: HelperClient, op_id: int) -> None:
+    __slots__ = ("client", "op_id", "context")
+
+    def __init__(self, client: HelperClient, op_id: int, context: Any) -> None:
         self.client = client
         self.op_id = op_id
+        self.context = context
 
-    def done(self) -> None:
-        self.client._send(p.ManualDone(self.op_id, time.time_ns() // 1000))
+    def done(self, error: BaseException | None = None) -> None:
+        text = None if error is None else f"{type(error).__name__}: {error}"
+        self.client._send(p.ManualDone(self.op_id, time.time_ns() // 1000, text))
 
 
 class HelperClient:
@@ -105,7 +112,7 @@ class HelperClient:
         r, w = os.pipe()
         try:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "otel_blob.helper", str(w)],
+                [sys.executable, "-m", "otel_blob.helper", str(w), str(os.getpid())],
                 stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=log or subprocess.DEVNULL,
                 env=_helper_env(), close_fds=True, pass_fds=(w,), start_new_session=True,
             )
@@ -136,17 +143,27 @@ class HelperClient:
             self._sessions[key] = PendingSession(key, db_path, log_path, anchor)
         self._send(p.WatchDb(key, db_path, log_path, anchor.to_json() if anchor is not None else None))
 
-    def manual_operation(self, db_path: str, kind: str, context: Any) -> _RemoteOp:
+    def call(self, name: str, db_path: str, kind: str, cf: str | None, attributes: dict[str, Any]) -> RemoteCall:
+        """A call's span, recorded by the helper: its ids are chosen here, as a child of the
+        application's current span (a new trace if there is none)."""
         from opentelemetry import trace
+        from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
-        sc = trace.get_current_span(context).get_span_context()
+        parent = trace.get_current_span().get_span_context()
+        span_id = random_id(64)
+        if parent.is_valid:
+            trace_id, flags = parent.trace_id, parent.trace_flags
+        else:
+            trace_id, flags = random_id(128), TraceFlags(TraceFlags.SAMPLED)
         with self._lock:
             self._seq += 1
             op_id = self._seq
-        if sc.is_valid:
-            self._send(p.Manual(op_id, os.path.abspath(db_path), kind, f"{sc.trace_id:032x}", f"{sc.span_id:016x}",
-                                int(sc.trace_flags), time.time_ns() // 1000))
-        return _RemoteOp(self, op_id)
+        self._send(p.Manual(op_id, os.path.abspath(db_path), kind, f"{trace_id:032x}", f"{span_id:016x}",
+                            int(flags), time.time_ns() // 1000, cf, name,
+                            f"{parent.span_id:016x}" if parent.is_valid else None, parent.is_remote,
+                            {k: v for k, v in attributes.items() if _jsonable(v)}))
+        context = trace.set_span_in_context(NonRecordingSpan(SpanContext(trace_id, span_id, False, flags)))
+        return RemoteCall(self, op_id, context)
 
     def wait_idle(self, timeout: float | None) -> bool:
         """Wait until every session handed over was delivered to its end (or the helper failed)."""

@@ -9,8 +9,13 @@
   not followed (they create and delete no blob files; reading the primary's LOG
   again would export its events twice).
 * ``Rdict.flush()`` / ``Rdict.compact_range()`` (also on column family handles) --
-  recorded as spans ``rocksdict.flush`` / ``rocksdict.compact_range``; the
-  background job span they cause becomes their child.
+  recorded as spans ``rocksdict.flush`` / ``rocksdict.compact_range`` (database
+  semantic conventions: ``db.system.name``, ``db.operation.name``, ``db.namespace``,
+  and the column family they act on); the background job span they cause becomes
+  their child. ``get_column_family`` / ``create_column_family`` are wrapped only to
+  know which column family a handle is.
+* ``include_dbs`` / ``exclude_dbs`` (glob patterns of absolute paths): databases to
+  leave alone -- neither followed nor traced.
 * Nothing waits: not an open, not ``close()``, not the exit. Draining a LOG is
   the watch loop's work (a thread, or the helper process), exporting the
   exporters'.
@@ -51,14 +56,34 @@ from ..settings import Settings
 from ..source.identity import identity_of
 from ..source.layout import info_log_path
 from ..source.locks import holds_lock
-from ..telemetry import TelemetryListener, shown_path
+from ..telemetry import SCHEMA_URL, SCOPE_NAME, SCOPE_VERSION, TelemetryListener, shown_path
 from ..watching.loop import default_loop
 from ..watching.sessions import SessionWatches
 from .client import HelperClient, PendingSession
 
 _log = logging.getLogger("otel_blob")
 
-_WRAPPED = ("flush", "compact_range")
+_WRAPPED = ("flush", "compact_range", "get_column_family", "create_column_family")
+LOG_PATHS_MAX = 1024  # DB paths whose LOG path is remembered
+CF_HANDLES_MAX = 4096  # column family handles whose name is remembered (by id; the oldest forgotten)
+
+
+class _LocalCall:
+    """An application call whose span is the application's (thread mode)."""
+
+    __slots__ = ("span", "context", "op")
+
+    def __init__(self, span: Any, register: Any) -> None:
+        self.span = span
+        self.context = trace.set_span_in_context(span)
+        self.op = register(self.context)
+
+    def done(self, error: BaseException | None = None) -> None:
+        if error is not None:
+            self.span.record_exception(error)
+            self.span.set_status(trace.Status(trace.StatusCode.ERROR, str(error)))
+        self.op.done()
+        self.span.end()
 
 
 class RocksdictInstrumentor(BaseInstrumentor):  # type: ignore[misc]
@@ -89,12 +114,17 @@ class RocksdictInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         self._lock = threading.Lock()
         self._keys = itertools.count(1)
         self._not_followed: set[str] = set()  # DB paths opened read-only (said once each)
-        self._tracer = trace.get_tracer(__name__, tracer_provider=kwargs.get("tracer_provider"))
+        self._cf_names: dict[int, str] = {}  # id(column family handle) -> its name
+        self._log_paths: dict[str, str] = {}  # DB path -> its LOG's path
+        self._tracer = trace.get_tracer(SCOPE_NAME, SCOPE_VERSION, tracer_provider=kwargs.get("tracer_provider"),
+                                        schema_url=SCHEMA_URL)
         cls = rocksdict.Rdict
         self._had_init = "__init__" in cls.__dict__
         wrap_function_wrapper(cls, "__init__", self._init_wrapper)
         wrap_function_wrapper(cls, "flush", self._manual_wrapper("rocksdict.flush", "flush"))
         wrap_function_wrapper(cls, "compact_range", self._manual_wrapper("rocksdict.compact_range", "compact_range"))
+        wrap_function_wrapper(cls, "get_column_family", self._cf_wrapper)
+        wrap_function_wrapper(cls, "create_column_family", self._cf_wrapper)
         self._patched = True
         if not getattr(RocksdictInstrumentor, "_fork_hook", False):
             RocksdictInstrumentor._fork_hook = True
@@ -108,6 +138,9 @@ class RocksdictInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         # opentelemetry-instrument took the application's from. Providers given in
         # code are the application's choice: then we use them, in-process.
         if any(p is not None for p in self._providers.values()):
+            return False
+        # A console exporter prints on the application's stdout, which the helper does not hold.
+        if any("console" in os.environ.get(f"OTEL_{s}_EXPORTER", "").lower() for s in ("TRACES", "LOGS", "METRICS")):
             return False
         return "opentelemetry.instrumentation.auto_instrumentation" in sys.modules
 
@@ -188,21 +221,40 @@ class RocksdictInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     def _init_wrapper(self, wrapped: Any, instance: Any, args: Any, kwargs: Any) -> None:
         # rocksdict opens the DB in __new__; __init__ is object's and takes no
         # arguments. By now the DB is open and, for a read-write open, its new LOG begun.
+        self._cf_names.pop(id(instance), None)  # a new object where a dropped handle was: the default CF
         if is_instrumentation_enabled():
             try:
                 self._opened(instance)
             except Exception:
                 _log.exception("could not start following a rocksdict database")
 
+    def _cf_wrapper(self, wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        handle = wrapped(*args, **kwargs)
+        name = args[0] if args else kwargs.get("name")
+        if isinstance(name, str):
+            names = self._cf_names
+            names[id(handle)] = name
+            if len(names) > CF_HANDLES_MAX:
+                del names[next(iter(names))]
+        return handle
+
     def _opened(self, rdict: Any) -> None:
         db_path = os.path.abspath(rdict.path())
+        if not self.settings.follows(db_path):
+            return
         if holds_lock(os.path.join(db_path, "LOCK")) is False:
             # Read-only or secondary: no session of its own, no LOG of its own in the DB directory.
             if db_path not in self._not_followed:
                 self._not_followed.add(db_path)
                 _log.debug("not following %s: opened read-only or as a secondary", db_path)
             return
-        log_path = info_log_path(db_path)
+        log_path = self._log_paths.get(db_path)
+        if log_path is None:
+            # Where a DB's LOG is (db_log_dir, read from its OPTIONS file) is asked once per path:
+            # a program that opens and closes one database often pays it once.
+            log_path = self._log_paths[db_path] = info_log_path(db_path)
+            if len(self._log_paths) > LOG_PATHS_MAX:
+                del self._log_paths[next(iter(self._log_paths))]
         anchor = identity_of(log_path)  # the LOG RocksDB just began, wherever it is renamed to later
         key = next(self._keys)
         helper = self._helper_client()
@@ -221,33 +273,42 @@ class RocksdictInstrumentor(BaseInstrumentor):  # type: ignore[misc]
                 return wrapped(*args, **kwargs)
             try:
                 db_path = os.path.abspath(instance.path())
-                attributes = {"db.system.name": "rocksdb"}
-                shown = shown_path(db_path, self.settings.file_paths)
-                if shown is not None:  # None: paths are not recorded (file_paths=none)
-                    attributes["rocksdb.db.path"] = shown
-                span = self._tracer.start_span(span_name, attributes=attributes)
-                ctx = trace.set_span_in_context(span)
-                # Whoever follows this database's sessions matches the job to the call; a
-                # column family handle is an Rdict never opened through __init__: by path.
-                helper = self._helper
-                sink = helper if helper is not None and helper.alive else self.listener
-                op = sink.manual_operation(db_path, kind, ctx)
+                if not self.settings.follows(db_path):
+                    return wrapped(*args, **kwargs)
+                call = self._start_call(span_name, kind, db_path, self._cf_names.get(id(instance), "default"))
             except Exception:
                 _log.exception("could not trace %s", span_name)
                 return wrapped(*args, **kwargs)
-            token = otel_context.attach(ctx)
+            token = otel_context.attach(call.context)
+            error: BaseException | None = None
             try:
                 return wrapped(*args, **kwargs)
             except BaseException as exc:
-                span.record_exception(exc)
-                span.set_status(trace.Status(trace.StatusCode.ERROR, str(exc)))
+                error = exc
                 raise
             finally:
                 otel_context.detach(token)
-                op.done()
-                span.end()
+                call.done(error)
 
         return wrapper
+
+    def _start_call(self, span_name: str, kind: str, db_path: str, cf: str) -> Any:
+        """The span of an application call and who matches the jobs it causes to it.
+
+        Process mode: the helper records the span (with ids chosen here, as a child of the
+        application's current span) and matches the jobs: the application's providers hold
+        nothing of ours -- not even at exit, while its Collector is away. Thread mode: the
+        span is the application's, the in-process listener matches the jobs."""
+        attributes = {"db.system.name": "rocksdb", "db.operation.name": kind, "rocksdb.column_family": cf}
+        shown = shown_path(db_path, self.settings.file_paths)
+        if shown is not None:  # None: paths are not recorded (file_paths=none)
+            attributes["db.namespace"] = shown
+            attributes["rocksdb.db.path"] = shown
+        helper = self._helper
+        if helper is not None and helper.alive:
+            return helper.call(span_name, db_path, kind, cf, attributes)
+        return _LocalCall(self._tracer.start_span(span_name, attributes=attributes),
+                          lambda ctx: self.listener.manual_operation(db_path, kind, ctx, cf=cf))
 
     # -- waiting and draining ---------------------------------------------------------
 

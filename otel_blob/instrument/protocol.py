@@ -13,7 +13,7 @@ field or a wrong type is a :class:`ProtocolError`.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
 __all__ = [
@@ -32,7 +32,7 @@ __all__ = [
     "encode",
 ]
 
-VERSION = 2
+VERSION = 3
 
 
 class ProtocolError(ValueError):
@@ -81,7 +81,11 @@ class WatchDb(Message):
 
 @dataclass
 class Manual(Message):
-    """An application ``flush()``/``compact_range()`` began: the parent of the jobs it causes."""
+    """An application ``flush()``/``compact_range()`` began: the parent of the jobs it causes.
+
+    ``trace_id``/``span_id`` name the call's span, which the helper records (``name``,
+    ``attributes``, child of ``parent_span_id`` in the same trace, if any): the application only
+    makes its context current, so its own providers never hold a span of ours."""
 
     op: ClassVar[str] = "manual"
     id: int
@@ -91,6 +95,11 @@ class Manual(Message):
     span_id: str  # 16 hex digits
     flags: int
     start_us: int
+    cf: str | None = None  # the column family the call acts on (None: not known)
+    name: str | None = None  # the call's span to record (None: the span is the application's)
+    parent_span_id: str | None = None  # 16 hex digits: the application's span around the call
+    parent_remote: bool = False
+    attributes: dict[str, Any] | None = None
 
 
 @dataclass
@@ -98,6 +107,7 @@ class ManualDone(Message):
     op: ClassVar[str] = "manual_done"
     id: int
     end_us: int
+    error: str | None = None  # the call raised: "<type>: <message>"
 
 
 # -- helper -> application ------------------------------------------------------
@@ -138,11 +148,12 @@ class Log(Message):
 
 
 _TYPES = {cls.op: cls for cls in (Hello, WatchDb, Manual, ManualDone, Ready, Error, Position, Log)}
-_PY_TYPES = {"int": int, "str": str, "float": (int, float), "dict[str, Any]": dict}  # field types as written
+_PY_TYPES = {"int": int, "str": str, "float": (int, float), "dict[str, Any]": dict, "bool": bool}  # field types as written
 
 
 def encode(msg: Message) -> bytes:
-    return (json.dumps({"op": msg.op, **asdict(msg)}, separators=(",", ":")) + "\n").encode()
+    # The fields are plain JSON values: the instance's own dict (asdict() deep-copies: slower).
+    return (json.dumps({"op": msg.op, **vars(msg)}, separators=(",", ":")) + "\n").encode()
 
 
 def decode(line: bytes) -> Message:
@@ -165,7 +176,7 @@ def decode(line: bytes) -> Message:
         want = _PY_TYPES.get(typename)
         if value is None and optional:
             pass
-        elif want is not None and (not isinstance(value, want) or isinstance(value, bool)):
+        elif want is not None and (not isinstance(value, want) or (isinstance(value, bool) and want is not bool)):
             raise ProtocolError(f"{cls.op}.{f.name} must be {f.type}, not {type(value).__name__}")
         values[f.name] = value
     try:

@@ -10,7 +10,8 @@ One module per part: ``listener`` (the callbacks, handing each event to a part),
 ``manual`` (application calls that parent job spans), ``ids`` (deterministic
 ids), ``attributes`` (attributes, timestamps, bodies), ``paths`` (the path
 policy), ``metrics`` (instruments, per-batch sums), ``live`` (what the live
-counters counted), ``db_state`` (one DB's parts), ``stats``.
+counters counted), ``db_state`` (one DB's parts), ``stats``, ``scope`` (the
+instrumentation scope and semantic-conventions schema of everything we emit).
 """
 
 from .attributes import details_attributes
@@ -18,9 +19,13 @@ from .ids import DeterministicIdGenerator, seeded_ids
 from .listener import TelemetryListener
 from .manual import ManualOp
 from .paths import hash_path, shown_path
+from .scope import SCHEMA_URL, SCOPE_NAME, SCOPE_VERSION
 from .stats import TelemetryStats
 
 __all__ = [
+    "SCHEMA_URL",
+    "SCOPE_NAME",
+    "SCOPE_VERSION",
     "DeterministicIdGenerator",
     "ManualOp",
     "TelemetryListener",

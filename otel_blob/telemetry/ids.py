@@ -17,10 +17,9 @@ import threading
 from contextlib import contextmanager
 from typing import Any, Iterator
 
-from opentelemetry import trace
 from opentelemetry.sdk.trace.id_generator import IdGenerator
 
-__all__ = ["DeterministicIdGenerator", "seeded_ids"]
+__all__ = ["DeterministicIdGenerator", "given_ids", "random_id", "seeded_ids"]
 
 _seed = threading.local()
 
@@ -34,6 +33,18 @@ def seeded_ids(key: tuple[Any, ...] | None) -> Iterator[None]:
         yield
     finally:
         _seed.key = None
+
+
+@contextmanager
+def given_ids(trace_id: int, span_id: int) -> Iterator[None]:
+    """Within this block, a span started on this thread (by a TracerProvider using
+    :class:`DeterministicIdGenerator`) gets exactly these ids (the trace id only when it has
+    no parent): a span the application announced with its own ids, recorded by the helper."""
+    _seed.given = (trace_id, span_id)
+    try:
+        yield
+    finally:
+        _seed.given = None
 
 
 def _digest(key: tuple[Any, ...], what: bytes) -> bytes:
@@ -51,24 +62,27 @@ class DeterministicIdGenerator(IdGenerator):
     """
 
     def generate_trace_id(self) -> int:
-        key = getattr(_seed, "key", None)
-        if key is not None:
-            tid = int.from_bytes(_digest(key, b"trace")[:16], "big")
-            if tid != trace.INVALID_TRACE_ID:
-                return tid
-        return _random_nonzero(128)
+        return _seeded_id(0, b"trace", 16)
 
     def generate_span_id(self) -> int:
-        key = getattr(_seed, "key", None)
-        if key is not None:
-            sid = int.from_bytes(_digest(key, b"span")[:8], "big")
-            if sid != trace.INVALID_SPAN_ID:
-                return sid
-        return _random_nonzero(64)
+        return _seeded_id(1, b"span", 8)
 
 
-def _random_nonzero(bits: int) -> int:
-    # 0 is the invalid id: never hand it out.
+def _seeded_id(index: int, label: bytes, nbytes: int) -> int:
+    """The id given for this span (``given[index]``), or one hashed from its seed, or a random one."""
+    given = getattr(_seed, "given", None)
+    if given is not None:
+        return given[index]
+    key = getattr(_seed, "key", None)
+    if key is not None:
+        value = int.from_bytes(_digest(key, label)[:nbytes], "big")
+        if value:  # 0 is the invalid id (INVALID_TRACE_ID, INVALID_SPAN_ID)
+            return value
+    return random_id(nbytes * 8)
+
+
+def random_id(bits: int) -> int:
+    """A random trace (128 bits) or span (64 bits) id; never 0, the invalid id."""
     while True:
         v = random.getrandbits(bits)
         if v:

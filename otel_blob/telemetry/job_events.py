@@ -53,7 +53,7 @@ class JobEvents:
         details_attributes(kind, info.details, attrs)
         if info.truncated:
             attrs["rocksdb.job.truncated"] = True
-        parent = self._manual.parent(db.name, info.reason, info.time_micros)
+        parent = self._manual.parent(db.name, info.reason, info.time_micros, info.cf_name)
         if parent is not None:
             self._stats.manual_parents += 1
         self._spans.begin(jobs, key, JOB_SPAN_NAME[cls], start_ns, attrs, parent, db.last_ns)

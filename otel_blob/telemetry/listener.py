@@ -29,38 +29,31 @@ from typing import Any, Callable
 from opentelemetry import metrics, trace
 from opentelemetry._logs import get_logger_provider
 from opentelemetry.context import Context
+from opentelemetry.trace import NonRecordingSpan, SpanContext
 
 from ..decode.info import (
     BatchInfo, BlobFileCreationInfo, BlobFileDeletionInfo, CompactionJobInfo, FlushJobInfo, LineSkippedInfo,
-    RecoveryJobInfo, TableFileCreationInfo, TableFileDeletionInfo, WatchInfo,
+    RecoveryJobInfo, SessionInfo, TableFileCreationInfo, TableFileDeletionInfo, WatchInfo,
 )
 from ..settings import INSTRUMENTATION
 from ..watching.listener import EventListener
 from .attributes import EVENT_TABLE_CREATED, EVENT_TABLE_DELETED
 from .db_state import DbState
 from .file_events import FileEvents
+from .ids import given_ids
 from .job_events import JobEvents
 from .manual import ManualCalls, ManualOp
 from .metrics import Instruments
 from .paths import shown_path
+from .scope import SCHEMA_URL, SCOPE_NAME, SCOPE_VERSION
 from .spans import JobSpans
 from .stats import TelemetryStats
 
-__all__ = ["SCOPE_NAME", "TelemetryListener"]
+__all__ = ["TelemetryListener"]
 
 _log = logging.getLogger("otel_blob")
 
-SCOPE_NAME = "otel_blob"
 _SETTINGS = {s.name: s for s in INSTRUMENTATION}
-
-
-def _version() -> str:
-    try:
-        from importlib.metadata import version
-
-        return version("otel_blob")
-    except Exception:  # not installed (a source checkout on sys.path)
-        return "0"
 
 
 def _option(name: str, value: str, setting: str) -> str:
@@ -120,13 +113,12 @@ class TelemetryListener(EventListener):
         self.file_paths = _option("file_paths", file_paths, "file_paths")
         self._backpressure = backpressure
         self._all = self.kinds == "all"
-        version = _version()
         tp = tracer_provider if tracer_provider is not None else trace.get_tracer_provider()
         lp = logger_provider if logger_provider is not None else get_logger_provider()
         mp = meter_provider if meter_provider is not None else metrics.get_meter_provider()
-        tracer = tp.get_tracer(SCOPE_NAME, version)
-        logger = lp.get_logger(SCOPE_NAME, version)
-        self._instruments = Instruments(mp.get_meter(SCOPE_NAME, version))
+        tracer = self._tracer = tp.get_tracer(SCOPE_NAME, SCOPE_VERSION, schema_url=SCHEMA_URL)
+        logger = lp.get_logger(SCOPE_NAME, SCOPE_VERSION, schema_url=SCHEMA_URL)
+        self._instruments = Instruments(mp.get_meter(SCOPE_NAME, SCOPE_VERSION, schema_url=SCHEMA_URL))
         self._lag = self._instruments.lag if lag_metric else None
         self.stats = TelemetryStats()
         self._span_events_warned = False
@@ -139,18 +131,32 @@ class TelemetryListener(EventListener):
 
     # -- public helpers -----------------------------------------------------------
 
-    def manual_operation(self, db_path: str, kind: str, context: Context | None = None) -> ManualOp:
+    def manual_operation(self, db_path: str, kind: str, context: Context | None = None,
+                         cf: str | None = None) -> ManualOp:
         """Register an application call that makes RocksDB run a job.
 
         A flush or compaction of ``db_path`` whose ``*_started`` event has a manual
         reason and a RocksDB time inside [call start, call end + 50 ms] gets
-        ``context`` as its parent. ``kind``: ``flush`` or ``compact_range``.
+        ``context`` as its parent. ``kind``: ``flush`` or ``compact_range``. ``cf``: the
+        column family the call acts on (given, only its jobs match: two threads' calls
+        on two column families at once, or RocksDB's own flush at close, do not get each
+        other's parents).
         """
         if context is None:
             from opentelemetry.context import get_current
 
             context = get_current()
-        return self._manual.register(os.path.abspath(db_path), kind, context)
+        return self._manual.register(os.path.abspath(db_path), kind, context, cf)
+
+    def call_span(self, name: str, trace_id: int, span_id: int, parent: SpanContext | None, start_ns: int,
+                  attributes: dict[str, Any]) -> Any:
+        """Start the span of an application call (``rocksdict.flush``) with the ids the
+        application gave its context: the helper process records it, so the application's
+        own providers never hold -- or wait at exit to export -- a span of ours. End it with
+        ``span.end(end_time=...)``. Needs a TracerProvider with :class:`DeterministicIdGenerator`."""
+        context = trace.set_span_in_context(NonRecordingSpan(parent)) if parent is not None else Context()
+        with given_ids(trace_id, span_id):
+            return self._tracer.start_span(name, context=context, start_time=start_ns, attributes=attributes)
 
     def path_attr(self, path: str) -> str | None:
         """A DB or file path as this listener exports it (``rocksdb.db.path``):
@@ -293,6 +299,15 @@ class TelemetryListener(EventListener):
         if db is not None:
             try:
                 self._spans.settle(db.jobs)
+            finally:
+                db.metrics.flush(self._instruments, self._failed)
+
+    @_guarded
+    def on_session_started(self, info: SessionInfo) -> None:
+        if info.new_db:  # a database created at this path: what the live counters held is gone
+            db = self._db(info.db_name)
+            try:
+                db.live.forget_all(db.metrics)
             finally:
                 db.metrics.flush(self._instruments, self._failed)
 

@@ -72,6 +72,10 @@ class LiveFiles:
         size = live[0]
         metrics.live(live[1], -1, -size if type(size) is int else None)
 
+    def forget_all(self, metrics: DbMetrics) -> None:
+        """The database was created afresh at this path: its predecessor's files are gone."""
+        self.reconcile({}, metrics)
+
     def reconcile(self, existing: dict[Any, Any], metrics: DbMetrics) -> None:
         """A watch starts and found ``existing`` (number -> size) in the directory: files
         counted before and gone now are taken back, the others found are counted

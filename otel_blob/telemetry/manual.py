@@ -42,13 +42,16 @@ class ManualOp:
     """One application call (``Rdict.flush()`` / ``compact_range()``) in progress.
 
     Call :meth:`done` when the call returns (or use it as a context manager).
+    ``cf``: the column family the call acts on (None: not known -- then a job of any
+    column family of the DB may be its child).
     """
 
-    __slots__ = ("db_path", "kind", "group", "context", "start_us", "end_us")
+    __slots__ = ("db_path", "kind", "group", "context", "start_us", "end_us", "cf")
 
-    def __init__(self, db_path: str, kind: str, context: Context) -> None:
+    def __init__(self, db_path: str, kind: str, context: Context, cf: str | None = None) -> None:
         self.db_path = db_path
         self.kind = kind
+        self.cf = cf
         self.group = _op_group(kind)
         self.context = context
         self.start_us = time.time_ns() // 1000
@@ -64,9 +67,11 @@ class ManualOp:
     def __exit__(self, *exc: Any) -> None:
         self.done()
 
-    def matches(self, db_path: str, group: str, when_us: int) -> bool:
+    def matches(self, db_path: str, group: str, when_us: int, cf: str | None = None) -> bool:
         if db_path != self.db_path or when_us < self.start_us:
             return False
+        if self.cf is not None and cf is not None and cf != self.cf:
+            return False  # a job of another column family (a concurrent call, RocksDB's flush at close)
         if self.end_us is not None and when_us > self.end_us + MANUAL_SLACK_US:
             return False
         return self.group == "any" or self.group == group
@@ -88,9 +93,9 @@ class ManualCalls:
         """A new lock (in a forked child: the parent's may be held by a thread that is gone)."""
         self._lock = threading.Lock()
 
-    def register(self, db_path: str, kind: str, context: Context) -> ManualOp:
+    def register(self, db_path: str, kind: str, context: Context, cf: str | None = None) -> ManualOp:
         """Remember a call starting now (``db_path`` absolute), forgetting expired ones."""
-        op = ManualOp(db_path, kind, context)
+        op = ManualOp(db_path, kind, context, cf)
         now = op.start_us
         with self._lock:
             ops = self._ops
@@ -99,15 +104,16 @@ class ManualCalls:
             ops.append(op)  # maxlen: the oldest is dropped
         return op
 
-    def parent(self, db_name: str, reason: Any, when_us: Any) -> Context | None:
-        """The context of the latest call that caused a job of ``db_name`` with RocksDB
-        ``reason`` started at ``when_us``, or None (not a manual reason, no such call)."""
+    def parent(self, db_name: str, reason: Any, when_us: Any, cf: str | None = None) -> Context | None:
+        """The context of the latest call that caused a job of ``db_name`` (column family
+        ``cf``) with RocksDB ``reason`` started at ``when_us``, or None (not a manual reason,
+        no such call)."""
         if reason not in _MANUAL_REASONS or not self._ops or when_us is None:
             return None
         group = "flush" if reason in _MANUAL_FLUSH_REASONS else "compact_range"
         with self._lock:
             for op in reversed(self._ops):
-                if op.matches(db_name, group, when_us):
+                if op.matches(db_name, group, when_us, cf):
                     return op.context
         return None
 

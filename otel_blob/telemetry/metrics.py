@@ -110,28 +110,27 @@ class DbMetrics:
 
     def created(self, attrs: dict[str, Any], size: Any) -> None:
         """A blob file created (``size``: its bytes, if an int)."""
-        with self._lock:
-            row = self._sums(attrs)
-            row.created = 1 if row.created is None else row.created + 1
-            if type(size) is int:
-                row.created_bytes = size if row.created_bytes is None else row.created_bytes + size
+        self._add(attrs, "created", "created_bytes", 1, size)
 
     def deleted(self, attrs: dict[str, Any], size: Any) -> None:
         """A blob file deleted (``size``: its bytes, if an int)."""
-        with self._lock:
-            row = self._sums(attrs)
-            row.deleted = 1 if row.deleted is None else row.deleted + 1
-            if type(size) is int:
-                row.deleted_bytes = size if row.deleted_bytes is None else row.deleted_bytes + size
+        self._add(attrs, "deleted", "deleted_bytes", 1, size)
 
     def live(self, attrs: dict[str, Any], files: int | None, nbytes: int | None) -> None:
         """Add ``files`` to the live files and ``nbytes`` to the live bytes (None: untouched)."""
+        self._add(attrs, "live", "live_bytes", files, nbytes)
+
+    def _add(self, attrs: dict[str, Any], files_sum: str, bytes_sum: str, files: int | None, nbytes: Any) -> None:
+        # A sum stays None (no point reported) until something is added; bytes only if an int
+        # (an unknown size is not 0 bytes).
         with self._lock:
             row = self._sums(attrs)
             if files is not None:
-                row.live = files if row.live is None else row.live + files
-            if nbytes is not None:
-                row.live_bytes = nbytes if row.live_bytes is None else row.live_bytes + nbytes
+                before = getattr(row, files_sum)
+                setattr(row, files_sum, files if before is None else before + files)
+            if type(nbytes) is int:
+                before = getattr(row, bytes_sum)
+                setattr(row, bytes_sum, nbytes if before is None else before + nbytes)
 
     def flush(self, instruments: Instruments, failed: Callable[[str], None]) -> None:
         """One ``add()`` per pending (instrument, attribute set) sum; never raises (``failed`` counts)."""

@@ -1,0 +1,183 @@
+"""Issue #13: the helper process of ``opentelemetry-instrument`` never holds up the application.
+
+The real ``opentelemetry-instrument`` command runs a small rocksdict app in a subprocess
+whose stdout and stderr are pipes, exporting to the tests' OTLP receiver. The helper
+(process mode, the default under ``opentelemetry-instrument``) must:
+
+* leave the application's pipes alone: they reach EOF when the application exits, while the
+  helper -- in a session of its own, its stdout on /dev/null, its stderr in
+  ``<state dir>/helper.log`` -- still retries a Collector that refuses;
+* end within ``OTEL_PYTHON_ROCKSDICT_HELPER_EXIT_TIMEOUT`` and record what it could not
+  deliver in ``<state dir>/undelivered.jsonl`` and its log; the next instrumented run says
+  so once (a WARNING on the ``otel_blob`` logger) and renames the file ``.reported``;
+* not receive the terminal's Ctrl-C (SIGINT to the application's process group), and deliver
+  the application's events after the application died of it.
+
+The apps call no ``Rdict.flush()``: RocksDB flushes by itself (a small write buffer), so the
+application's own SDK holds no span of ours and its exit is the application's alone.
+Synchronisation is on the processes' output, the receiver and pidfds, never on sleeps; there
+is no timed assertion (the numbers are in bench/close_exit.py).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from dbutil import blob_event_lines
+from faults import HELPER_PID_TRAILER, helper_pid, log_scan, wait_for_exit
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+BIN = os.path.dirname(sys.executable)
+EXIT_TIMEOUT = 3  # s: OTEL_PYTHON_ROCKSDICT_HELPER_EXIT_TIMEOUT, small so the tests are quick
+BLOB_EVENTS = ("rocksdb.blob_file.created", "rocksdb.blob_file.deleted")
+
+APP = textwrap.dedent(
+    """
+    import logging, os, sys
+    sys.path.insert(0, os.environ["APP_TESTS"])
+    if os.environ.get("APP_LOGGING"):  # an application that configures logging sees our warnings
+        logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
+    import rocksdict
+    from dbutil import blob_options, quiesce, write_round
+    opts = blob_options()
+    opts.set_write_buffer_size(64 << 10)  # RocksDB flushes by itself (no flush() call, no span of ours)
+    db = rocksdict.Rdict(os.environ["APP_DB"], opts)
+    for _ in range(int(os.environ.get("APP_ROUNDS", "4"))):
+        write_round(db)
+    quiesce(db)
+    if os.environ.get("APP_WAIT"):  # stay until the terminal's Ctrl-C
+        from otel_blob import RocksdictInstrumentor
+        print("helper pid:", RocksdictInstrumentor().helper_pid, flush=True)
+        print("ready", flush=True)
+        sys.stdin.read()
+    db.close()
+    print("app done", flush=True)
+    """
+)
+
+
+def start_app(tmp_path, receiver, stdin: int = subprocess.DEVNULL, **extra: str) -> subprocess.Popen:
+    script = tmp_path / "app.py"
+    script.write_text(APP + HELPER_PID_TRAILER)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    env.update({
+        "OTEL_SERVICE_NAME": "lifecycle-app",
+        "OTEL_TRACES_EXPORTER": "otlp",
+        "OTEL_LOGS_EXPORTER": "otlp",
+        "OTEL_METRICS_EXPORTER": "none",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.grpc_endpoint,
+        "OTEL_EXPORTER_OTLP_INSECURE": "true",
+        "OTEL_PYTHON_ROCKSDICT_STATE_DIR": str(tmp_path / "state"),
+        "OTEL_PYTHON_ROCKSDICT_HELPER_EXIT_TIMEOUT": str(EXIT_TIMEOUT),
+        "APP_TESTS": HERE,
+        "APP_DB": str(tmp_path / "db"),
+        **extra,
+    })
+    # A session of its own: the test can signal its process group as a terminal would.
+    return subprocess.Popen([os.path.join(BIN, "opentelemetry-instrument"), sys.executable, str(script)],
+                            env=env, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+
+
+def communicate(p: subprocess.Popen, timeout: float = 60) -> tuple[str, str]:
+    """Both pipes to EOF and the app's exit."""
+    try:
+        return p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGKILL)
+        out, err = p.communicate()
+        pytest.fail(f"the instrumented app or its pipes hung (> {timeout} s): {err[-3000:]}")
+
+
+def alive(pid: int) -> bool:
+    return not wait_for_exit(pid, 0)
+
+
+def session_and_group(pid: int) -> tuple[int, int]:
+    return os.getsid(pid), os.getpgid(pid)
+
+
+def blob_records(receiver) -> list[dict]:
+    return [r for r in receiver.log_records() if r["event_name"] in BLOB_EVENTS]
+
+
+def test_helper_detaches_retries_within_its_bound_and_the_next_run_reports_the_loss(tmp_path, otlp_receiver):
+    state = tmp_path / "state"
+    otlp_receiver.set_available(False, retry_after=0.2)  # the Collector refuses (UNAVAILABLE)
+
+    # 1. The app exits; its pipes reach EOF while its helper is still running and retrying.
+    p = start_app(tmp_path, otlp_receiver)
+    out, err = communicate(p)
+    pid = helper_pid(out)
+    assert p.returncode == 0 and "app done" in out and pid, err[-3000:]
+    assert "Traceback" not in err, err[-3000:]
+    assert alive(pid), "the helper was gone before the app's pipes closed: nothing shows they were not its"
+    fds = {n: os.readlink(f"/proc/{pid}/fd/{n}") for n in (1, 2)}
+    assert fds == {1: "/dev/null", 2: str(state / "helper.log")}, fds
+    assert session_and_group(pid) == (pid, pid), "the helper is not in a session of its own"
+    refused = otlp_receiver.rejected
+    assert otlp_receiver.wait_for(lambda r: r.rejected > refused, 20), "the helper did not retry after the app exited"
+
+    # 2. It ends within its bound and records what it could not deliver.
+    assert wait_for_exit(pid, EXIT_TIMEOUT + 30), "the helper outlived its bound"
+    lines = (state / "undelivered.jsonl").read_text().splitlines()
+    assert len(lines) == 1, lines
+    rec = json.loads(lines[0])
+    assert rec["helper_pid"] == pid and rec["application_pid"] == p.pid and rec["service"] == "lifecycle-app"
+    assert rec["dropped"] == sum(rec["by_reason"].values()) > 0
+    assert rec["by_reason"]["logs shutdown"] == blob_event_lines(str(tmp_path / "db")), rec
+    log = (state / "helper.log").read_text()
+    said = (f"otel_blob helper {pid} (application {p.pid}): WARNING {rec['dropped']} telemetry items could not be "
+            f"delivered within {EXIT_TIMEOUT} s after the application exited (recorded in {state}/undelivered.jsonl)")
+    assert said in log, log[-3000:]
+    assert not blob_records(otlp_receiver)
+
+    # 3. The next instrumented run says so, once, on the `otel_blob` logger, and renames the file.
+    otlp_receiver.set_available(True)
+    q = start_app(tmp_path, otlp_receiver, APP_LOGGING="1", APP_ROUNDS="1")
+    out2, err2 = communicate(q)
+    assert q.returncode == 0 and "app done" in out2, err2[-3000:]
+    reports = [line for line in err2.splitlines() if "earlier run" in line]
+    assert reports == [f"WARNING otel_blob: {rec['dropped']} telemetry items of 1 earlier run(s) could not be "
+                       f"delivered after the application exited (details: {state}/undelivered.jsonl.reported)"], err2
+    assert wait_for_exit(helper_pid(out2), EXIT_TIMEOUT + 30)
+    assert not (state / "undelivered.jsonl").exists(), "the second run lost nothing: nothing new to report"
+    assert json.loads((state / "undelivered.jsonl.reported").read_text()) == rec
+    assert blob_records(otlp_receiver), "the second run's helper delivered"
+
+
+def test_ctrl_c_to_the_apps_process_group_does_not_reach_the_helper(tmp_path, otlp_receiver):
+    """SIGINT to the application's process group, as a terminal sends it: the app dies of
+    KeyboardInterrupt with its database open; the helper, in a session of its own, goes on and
+    delivers every blob file event the LOG holds (the interpreter's teardown closes the DB)."""
+    p = start_app(tmp_path, otlp_receiver, stdin=subprocess.PIPE, APP_WAIT="1", APP_ROUNDS="3")
+    try:
+        pid = int(re.match(r"helper pid: (\d+)$", p.stdout.readline().strip()).group(1))
+        assert p.stdout.readline().strip() == "ready"
+        assert os.getpgid(p.pid) == p.pid  # the app leads its group: a terminal's Ctrl-C goes to it
+        assert session_and_group(pid) == (pid, pid) and os.getpgid(pid) != p.pid
+        os.killpg(p.pid, signal.SIGINT)
+        out, err = communicate(p)
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+    assert p.returncode != 0 and "KeyboardInterrupt" in err, (p.returncode, err[-3000:])
+    assert "app done" not in out
+    assert wait_for_exit(pid, EXIT_TIMEOUT + 30), "the helper did not finish after the app died"
+    db = str(tmp_path / "db")
+    expected = log_scan(db)
+    assert expected, "the app made no blob file events: the test proves nothing"
+    got = {("created" if r["event_name"].endswith("created") else "deleted", db,
+            r["attributes"]["rocksdb.blob_file.number"])
+           for r in blob_records(otlp_receiver) if r["attributes"].get("rocksdb.status", "OK") == "OK"}
+    assert got == set(expected), (sorted(set(expected) - got), sorted(got - set(expected)))
+    assert not (tmp_path / "state" / "undelivered.jsonl").exists()
