@@ -256,23 +256,34 @@ class LogFollower:
                 st = _lstat(path)
                 if st is None or not stat.S_ISREG(st.st_mode) or (st.st_dev, st.st_ino) in seen:
                     continue
-                seen.add((st.st_dev, st.st_ino))
                 new = True
-                match = None
-                if any((sid.dev, sid.ino) == (st.st_dev, st.st_ino) for sid, _off in saved):
-                    ident = identity_of(path)  # the first line too: an inode can be reused
-                    if ident is not None:
-                        match = next((i for i, (sid, _off) in enumerate(saved) if sid.same_file(ident)), None)
-                if match is not None:
-                    found.add(match)
-                    f = self._open(path, saved[match][1])
-                elif path == self.path or order > since:
-                    f = self._open(path, 0)  # written or renamed after the checkpoint
-                else:
-                    self._mark_done_by_stat(st)
+                ours = any((sid.dev, sid.ino) == (st.st_dev, st.st_ino) for sid, _off in saved)
+                if not ours and path != self.path and order <= since:
+                    seen.add((st.st_dev, st.st_ino))
+                    self._mark_done_by_stat(st)  # older than the position, not one of its files
                     continue
+                # Judged by the open file, not by its name: RocksDB may rename the live LOG between
+                # our stat and our open (then the name is the new LOG, and the saved file turns up
+                # as LOG.old.* in the next pass -- unless it was marked seen under the name).
+                f = self._open(path, 0)
                 if f is None:
                     continue
+                key = (f.ident.dev, f.ident.ino)
+                if key in seen:
+                    f.close()
+                    continue
+                seen.add(key)
+                # The first line too: an inode can be reused.
+                match = next((i for i, (sid, _off) in enumerate(saved) if i not in found and sid.same_file(f.ident)),
+                             None)
+                if match is not None:
+                    found.add(match)
+                    f.offset = f.pos = saved[match][1]
+                elif not (path == self.path or order > since):
+                    f.close()  # the name now holds an older file (cannot happen with RocksDB's names)
+                    self._mark_done(f.ident)
+                    continue
+                # else: written or renamed after the checkpoint, read from its start
                 if path == self.path and self._current is None:
                     self._current = f
                 else:

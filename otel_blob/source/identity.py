@@ -42,15 +42,20 @@ class FileIdentity:
 
 def identity_of(path: str, fd: int | None = None) -> FileIdentity | None:
     """The identity of the regular file at ``path`` (or open as ``fd``); None if it cannot be read."""
+    own = fd is None
     try:
-        st = os.fstat(fd) if fd is not None else os.stat(path, follow_symlinks=False)
-        if fd is None and not stat.S_ISREG(st.st_mode):
-            return None
-        if fd is not None:
+        if own:
+            # One look at one file: a stat and a read by name could see two files (RocksDB renames
+            # the live LOG and makes a new one at any open), and mix their inode and first line.
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            st = os.fstat(fd)
+            if own and not stat.S_ISREG(st.st_mode):
+                return None
             head = os.pread(fd, HEAD_BYTES, 0)
-        else:
-            with open(path, "rb") as f:
-                head = f.read(HEAD_BYTES)
+        finally:
+            if own:
+                os.close(fd)
     except OSError:
         return None
     nl = head.find(b"\n")

@@ -94,6 +94,22 @@ def _listing(log_path: str) -> list[tuple[int, str]]:
     return sorted(out)
 
 
+def _find(files: list[tuple[int, str]], anchor: FileIdentity) -> int | None:
+    """The index of ``anchor`` in ``files`` (None: not there). Newest first, by stat: the anchor
+    is the live LOG or one of the latest rolled ones."""
+    for i in range(len(files) - 1, -1, -1):
+        try:
+            st = os.stat(files[i][1], follow_symlinks=False)
+        except OSError:
+            continue
+        if (st.st_dev, st.st_ino) != (anchor.dev, anchor.ino):
+            continue
+        ident = identity_of(files[i][1])  # None, or another file if the name moved meanwhile
+        if ident is not None and ident.same_file(anchor):
+            return i
+    return None
+
+
 def session_position(log_path: str, anchor: FileIdentity | None = None) -> tuple[dict[str, Any], SessionStart]:
     """A follower position that reads the session of ``anchor`` (default: of the live LOG) from
     its first LOG file on, and what was found.
@@ -104,18 +120,13 @@ def session_position(log_path: str, anchor: FileIdentity | None = None) -> tuple
     files = _listing(log_path)
     at = None
     if anchor is not None:
-        # Newest first, by stat: the anchor is the live LOG or one of the latest rolled ones.
-        for i in range(len(files) - 1, -1, -1):
-            try:
-                st = os.stat(files[i][1], follow_symlinks=False)
-            except OSError:
-                continue
-            if (st.st_dev, st.st_ino) != (anchor.dev, anchor.ino):
-                continue
-            ident = identity_of(files[i][1])
-            if ident is not None and ident.same_file(anchor):
-                at = i
+        at = _find(files, anchor)
+        for _again in range(3):
+            if at is not None:
                 break
+            # Renamed to LOG.old.* after our listing (the DB opened again meanwhile): list again.
+            files = _listing(log_path)
+            at = _find(files, anchor)
     if at is None:  # no anchor, or the anchor is gone: the live LOG's session
         at = next((i for i, (order, _p) in enumerate(files) if order == LIVE), None)
     if at is None:
