@@ -52,6 +52,17 @@ def rss(key="VmRSS:"):
                 return int(line.split()[1]) * 1024
 mode, dbdir, size = sys.argv[1], sys.argv[2], int(sys.argv[3])
 samples = []
+
+def telemetry_listener():
+    # The real OpenTelemetry mapping on real SDK providers that keep nothing: what it holds
+    # itself (job spans, live-counter table, metric sums) is what grows, if anything does.
+    from opentelemetry.sdk._logs import LoggerProvider
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    from opentelemetry.sdk.trace import TracerProvider
+    from otel_blob.telemetry import TelemetryListener
+    return TelemetryListener(tracer_provider=TracerProvider(), logger_provider=LoggerProvider(),
+                             meter_provider=MeterProvider(metric_readers=[InMemoryMetricReader()]))
 t0 = time.perf_counter()
 if mode == "read_lines":
     base = rss()
@@ -62,11 +73,14 @@ if mode == "read_lines":
                 samples.append((f.tell(), rss()))
 else:
     import otel_blob
+    listeners = []
+    if mode == "watch_telemetry":
+        listeners.append(telemetry_listener())
     base = rss()
     class L(otel_blob.EventListener):
         def on_batch_delivered(self, info):
             samples.append((w.follower.bytes_read, rss()))
-    w = otel_blob.watch(dbdir, L(), from_start=True, loop=None, blob_only=(mode == "watch_blob_only"))
+    w = otel_blob.watch(dbdir, [L(), *listeners], from_start=True, loop=None, blob_only=(mode == "watch_blob_only"))
     w.stop()
 elapsed = time.perf_counter() - t0
 at10 = next((r for b, r in samples if b >= size * 0.1), samples[0][1])
@@ -85,7 +99,7 @@ print(json.dumps(out))
 
 def replay(dbdir: str, size: int) -> dict[str, dict]:
     out = {}
-    for mode in ("read_lines", "watch_all", "watch_blob_only"):
+    for mode in ("read_lines", "watch_all", "watch_blob_only", "watch_telemetry"):
         p = subprocess.run([sys.executable, "-c", _CHILD, mode, dbdir, str(size)], capture_output=True, text=True,
                            check=True, cwd=ROOT)
         out[mode] = json.loads(p.stdout.strip().splitlines()[-1])
@@ -103,6 +117,17 @@ def rss(key="VmRSS:"):
                 return int(line.split()[1]) * 1024
 dbdir = sys.argv[1]
 import otel_blob
+
+def telemetry_listener():
+    # The real OpenTelemetry mapping on real SDK providers that keep nothing: what it holds
+    # itself (job spans, live-counter table, metric sums) is what grows, if anything does.
+    from opentelemetry.sdk._logs import LoggerProvider
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    from opentelemetry.sdk.trace import TracerProvider
+    from otel_blob.telemetry import TelemetryListener
+    return TelemetryListener(tracer_provider=TracerProvider(), logger_provider=LoggerProvider(),
+                             meter_provider=MeterProvider(metric_readers=[InMemoryMetricReader()]))
 samples = []  # (s since start, lines read, VmRSS)
 last = [0.0, 0.0]  # last sample, last progress report
 t0 = time.perf_counter()
@@ -115,7 +140,8 @@ class L(otel_blob.EventListener):
         if now - last[1] >= 0.02:
             last[1] = now
             print("P", w.stats.lines, flush=True)
-w = otel_blob.watch(dbdir, L(), loop=None)  # a path: from the end of its LOG
+extra = [telemetry_listener()] if sys.argv[2:] == ["telemetry"] else []
+w = otel_blob.watch(dbdir, [L(), *extra], loop=None)  # a path: from the end of its LOG
 base = rss()
 samples.append((0.0, 0, base))
 print("READY", flush=True)
@@ -228,14 +254,17 @@ def _seconds(rate: int):
             yield data[start:], len(marks) % rate or rate
 
 
-def live(dbdir: str, events: int, rate: int = 3000, roll_mb: float = 64, backlog_s: float = 8) -> dict:
-    """The time-compressed live run (see the module docstring)."""
+def live(dbdir: str, events: int, rate: int = 3000, roll_mb: float = 64, backlog_s: float = 8,
+         telemetry: bool = False) -> dict:
+    """The time-compressed live run (see the module docstring); ``telemetry``: the watcher has the
+    TelemetryListener attached too."""
     log = os.path.join(dbdir, "LOG")
     with open(log, "rb") as f:
         text = f.read()
     cut = text.find(b"EVENT_LOG_v1 ")
     header = text[: text.rfind(b"\n", 0, cut) + 1] if cut >= 0 else text
-    child = subprocess.Popen([sys.executable, "-c", _LIVE_CHILD, dbdir], cwd=ROOT, text=True,
+    child = subprocess.Popen([sys.executable, "-c", _LIVE_CHILD, dbdir, *(["telemetry"] if telemetry else [])],
+                             cwd=ROOT, text=True,
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     assert child.stdout is not None and child.stdin is not None
     if child.stdout.readline().strip() != "READY":
@@ -362,6 +391,8 @@ def main(argv: list[str] | None = None) -> dict:
             shutil.rmtree(dbdir, ignore_errors=True)
         if not a.no_live:
             result["live"] = live(new_db("live"), a.live_events, a.live_rate, a.live_log_mb, a.live_backlog)
+            result["live_telemetry"] = live(new_db("live_t"), a.live_events, a.live_rate, a.live_log_mb,
+                                            a.live_backlog, telemetry=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     table = _tables(result)
@@ -410,9 +441,14 @@ def _tables(result: dict) -> list[str]:
             "| live watcher | RSS start MB | RSS at 10 % MB | RSS at end MB | growth 10 %→end MB "
             "| max growth after 10 % MB | peak RSS MB | CPU s | µs CPU / event |",
             "|---|---|---|---|---|---|---|---|---|",
-            f"| watch (path, from end) | {mb(r['rss_start'])} | {mb(r['rss_at_10pct'])} | {mb(r['rss_end'])} | "
-            f"{mb(r['growth_10pct_to_end'])} | {mb(r['max_growth_after_10pct'])} | {mb(r['peak_rss'])} | "
-            f"{r['cpu_s']} | {r['cpu_us_per_event']} |",
+        ]
+        for label, key in (("watch (path, from end)", "live"), ("+ TelemetryListener", "live_telemetry")):
+            if key in result:
+                x = result[key]
+                table.append(f"| {label} | {mb(x['rss_start'])} | {mb(x['rss_at_10pct'])} | {mb(x['rss_end'])} | "
+                             f"{mb(x['growth_10pct_to_end'])} | {mb(x['max_growth_after_10pct'])} | "
+                             f"{mb(x['peak_rss'])} | {x['cpu_s']} | {x['cpu_us_per_event']} |")
+        table += [
             "",
             "RSS by progress: " + ", ".join(f"{x['pct']} %: {mb(x['rss'])} MB" for x in r["rss_by_progress"]),
             "",

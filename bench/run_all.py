@@ -1,8 +1,9 @@
 """Run every benchmark; results in bench/results/*.json and bench/results/summary.md.
 
-    .venv/bin/python -m bench.run_all            # full (~10 min): 100 MB parse corpus, 1 GB memory corpus, 5 rounds,
-                                                 #   OTel replay (~1 min), overhead (~2.5 min), detection lag (~2.5 min)
-    .venv/bin/python -m bench.run_all --quick    # smoke run (~2 minutes)
+    .venv/bin/python -m bench.run_all            # full (~18 min): 100 MB parse corpus, 1 GB memory corpus, 5 rounds,
+                                                 #   OTel replay (~1 min), overhead (~2.5 min), detection lag (~2.5 min),
+                                                 #   close() and exit (~8 min)
+    .venv/bin/python -m bench.run_all --quick    # smoke run (~2.5 minutes)
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from bench import common, lag, memory_scale, otel_replay, overhead, parse_throughput
+from bench import close_exit, common, lag, memory_scale, otel_replay, overhead, parse_throughput
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -23,8 +24,9 @@ def main(argv: list[str] | None = None) -> None:
     otel_replay.main(q)
     overhead.main(q)
     lag.main(q)
+    close_exit.main(q)
     parts = []
-    for name in ("parse_throughput", "memory_scale", "otel_replay", "overhead", "lag"):
+    for name in ("parse_throughput", "memory_scale", "otel_replay", "overhead", "lag", "close_exit"):
         with open(os.path.join(common.RESULTS, f"{name}.md")) as f:
             parts.append(f"## {name}\n\n{f.read()}")
     with open(os.path.join(common.RESULTS, "summary.md"), "w") as f:
