@@ -68,6 +68,8 @@ class CountingReceiver(_LightReceiver):
     def __init__(self) -> None:
         super().__init__()
         self.blob_records: Counter[str] = Counter()  # service -> blob file log records
+        # service -> (event name, file number) -> records: what was missed or repeated, by file
+        self.blob_files: dict[str, Counter[tuple[str, int | None]]] = {}
         self.spans: Counter[str] = Counter()
         self.span_events: Counter[str] = Counter()
 
@@ -75,10 +77,12 @@ class CountingReceiver(_LightReceiver):
         for rl in request.resource_logs:
             svc = _service(rl.resource)
             n = 0
+            files = self.blob_files.setdefault(svc, Counter())
             for sl in rl.scope_logs:
                 for lr in sl.log_records:
                     if lr.event_name in BLOB_EVENTS:
                         n += 1
+                        files[(lr.event_name, _int_attr(lr.attributes, "rocksdb.blob_file.number"))] += 1
             self.blob_records[svc] += n
 
     def _on_traces(self, request: Any) -> None:
@@ -91,6 +95,10 @@ class CountingReceiver(_LightReceiver):
     def count(self, service: str) -> int:
         with self._stats_lock:
             return self.blob_records[service]
+
+    def files(self, service: str) -> Counter[tuple[str, int | None]]:
+        with self._stats_lock:
+            return Counter(self.blob_files.get(service, ()))
 
 
 class LagReceiver(_LightReceiver):

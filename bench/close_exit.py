@@ -52,6 +52,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from typing import Any
 
 from bench import common
@@ -74,6 +75,7 @@ TARGET_EXIT_S = 1.0
 TARGET_PIPES_S = 2.0
 TARGET_CYCLE_MS = 3.0
 BLOB_LINE = b'"event": "blob_file_'
+BLOB_EVENT_NAMES = {"blob_file_creation": "rocksdb.blob_file.created", "blob_file_deletion": "rocksdb.blob_file.deleted"}
 
 
 def _free_closed_port() -> tuple[socket.socket, str]:
@@ -146,17 +148,28 @@ def spawn(argv: list[str], env: dict[str, str], timeout: float = 180.0) -> dict[
             "result": result, "stderr_tail": err[-1500:], "stderr_lines": len(err.splitlines())}
 
 
-def _log_events(db: str) -> int:
-    n = 0
+def _log_events(db: str) -> Counter[tuple[str, int | None]]:
+    """(event name, file number) of every blob file event line in the DB's LOG files."""
+    out: Counter[tuple[str, int | None]] = Counter()
     try:
         names = os.listdir(db)
     except OSError:
-        return 0
+        return out
     for name in names:
         if name == "LOG" or name.startswith("LOG.old."):
             with open(os.path.join(db, name), "rb") as f:
-                n += f.read().count(BLOB_LINE)
-    return n
+                for line in f:
+                    at = line.find(b"EVENT_LOG_v1 ")
+                    if at < 0 or BLOB_LINE not in line:
+                        continue
+                    try:
+                        ev = json.loads(line[at + 13:])
+                    except ValueError:
+                        out[("unreadable", None)] += 1
+                        continue
+                    name_ = BLOB_EVENT_NAMES.get(ev.get("event"), "?")
+                    out[(name_, ev.get("file_number"))] += 1
+    return out
 
 
 def _holding(path: str) -> list[int]:
@@ -230,7 +243,16 @@ class Bench:
         if state == "up" and variant in ("process", "thread") and scenario != "script":
             logged = _log_events(db)
             # The helper delivers after the app's exit: it is gone by now (waited above).
-            rec["received"], rec["logged"] = self.counting.count(service), logged
+            got = self.counting.files(service)
+            rec["received"], rec["logged"] = sum(got.values()), sum(logged.values())
+            # By file: a count can agree while one file is missing and another repeated.
+            rec["missing"] = sorted(map(list, logged - got), key=str)
+            rec["repeated"] = sorted(map(list, got - logged), key=str)
+            if rec["missing"] or rec["repeated"]:
+                rec["stderr_tail"] = r["stderr_tail"]
+                keep = os.path.join(self.tmp, "..", f"close_exit-mismatch-{service}")
+                shutil.copytree(work, keep, ignore=shutil.ignore_patterns("*.blob", "*.sst"), dirs_exist_ok=True)
+                rec["kept"] = os.path.abspath(keep)
         shutil.rmtree(work, ignore_errors=True)
         self.runs.append(rec)
         return rec
@@ -254,6 +276,13 @@ def _pct(xs: list[float], q: float) -> float | None:
 def _med(xs: list[Any]) -> float | None:
     xs = [x for x in xs if x is not None]
     return statistics.median(xs) if xs else None
+
+
+def _received(r: dict[str, Any]) -> str:
+    """received/logged, and the files behind any difference (distinct (event, file) pairs)."""
+    text = f"{r['received']}/{r['logged']}"
+    odd = [f"{r[k]} {k}" for k in ("missing", "repeated") if r.get(k)]
+    return text + (f" (**{', '.join(odd)}**)" if odd else "")
 
 
 def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -281,6 +310,8 @@ def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "cycle_ms": _med([r.get("cycle_ms") for r in rs]),
             "received": sum(r.get("received") or 0 for r in rs) if any("received" in r for r in rs) else None,
             "logged": sum(r.get("logged") or 0 for r in rs) if any("logged" in r for r in rs) else None,
+            "missing": sum(len(r.get("missing") or ()) for r in rs),
+            "repeated": sum(len(r.get("repeated") or ()) for r in rs),
             "undelivered": sum(r.get("undelivered") or 0 for r in rs),
             "stderr_lines_max": max(r["stderr_lines"] for r in rs),
         }
@@ -351,6 +382,14 @@ def targets(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                     "worst": f"{worst['cycle_ms_vs_off']:+.2f} ms ({worst['state']}, {worst['variant']})",
                     "met": all(r["cycle_ms_vs_off"] <= TARGET_CYCLE_MS for r in cyc),
                     "misses": [f"{r['state']}/{r['variant']}" for r in cyc if r["cycle_ms_vs_off"] > TARGET_CYCLE_MS]})
+    counted = [r for r in rows if r["received"] is not None]
+    if counted:
+        odd = [r for r in counted if r["missing"] or r["repeated"]]
+        out.append({"target": "Collector up: every blob file event in the LOG received once (by file)",
+                    "worst": (f"{sum(r['missing'] for r in odd)} missing, {sum(r['repeated'] for r in odd)} repeated"
+                              if odd else "all exact"),
+                    "met": not odd,
+                    "misses": [f"{r['scenario']}/{r['variant']}" for r in odd]})
     return out
 
 
@@ -373,7 +412,7 @@ def table(rows: list[dict[str, Any]], tg: list[dict[str, Any]], meta: dict[str, 
             f"{_f(r['start_to_exit_s'], '{:.2f}')} ({_signed(r['start_to_exit_s_vs_off'])}) | "
             f"{_f(r['exit_phase_s'], '{:.2f}')} ({_signed(r['exit_phase_s_vs_off'])}) | "
             f"{r['pipes_after_exit_max_s']:.3f} | {_f(r['helper_gone_max_s'], '{:.2f}')} | "
-            f"{'—' if r['received'] is None else str(r['received']) + '/' + str(r['logged'])} | "
+            f"{'—' if r['received'] is None else _received(r)} | "
             f"{r['undelivered'] or '—'} |")
     lines += ["", "**open/close cycles** (ms per cycle of open / 20 puts / close, median of the runs):", "",
               "| Collector | variant | ms/cycle | Δ off ms | Δ plain ms | first open→close ms | exit phase s (Δ off) | "
@@ -387,7 +426,7 @@ def table(rows: list[dict[str, Any]], tg: list[dict[str, Any]], meta: dict[str, 
             f"{_signed(r['cycle_ms_vs_off'])} | {_signed(r['cycle_ms_vs_plain'])} | "
             f"{_f(r['first_open_to_close_ms'])} | {_f(r['exit_phase_s'], '{:.2f}')} "
             f"({_signed(r['exit_phase_s_vs_off'])}) | {r['pipes_after_exit_max_s']:.3f} | "
-            f"{'—' if r['received'] is None else str(r['received']) + '/' + str(r['logged'])} |")
+            f"{'—' if r['received'] is None else _received(r)} |")
     lines += ["", "**a 0.1 s script** (open a DB with default options, one put, close; spawn to exit, median):", "",
               "| Collector | variant | wall s | Δ off s | Δ plain s | pipes EOF after exit, max s |",
               "|---|---|---|---|---|---|"]

@@ -419,6 +419,49 @@ def test_fast_open_close_cycles_each_session_its_own(request, tmp_path, instrume
     assert log_scan(path) == expected, "the LOG and the file system disagree: the ground truth is unsound"
 
 
+FAST_CYCLES_APP = textwrap.dedent(
+    """
+    import os, sys
+    sys.path.insert(0, os.environ["APP_TESTS"])
+    import rocksdict
+    from dbutil import blob_options, write_round
+
+    opts = blob_options(blob_file_size=32 << 10)
+    opts.set_disable_auto_compactions(True)  # as above: the ground truth stays sound
+    for cycle in range(200):
+        db = rocksdict.Rdict(os.environ["APP_DB"], opts)
+        write_round(db, 20, prefix=b"c%03d-" % cycle)
+        db.close()
+    print("app done")
+    """
+)
+
+
+@pytest.mark.parametrize("mode", ["process", "thread"])
+def test_fast_open_close_cycles_in_a_real_program(request, tmp_path, otlp_receiver, mode):
+    """The same 200 fast cycles in a real program under ``opentelemetry-instrument``, to its exit.
+    Two moments each run meets now and then (measured: 3-8 events lost or repeated in 1 run of
+    6-20): the helper finds a session to follow just as RocksDB renames its LOG (for an instant
+    there is no LOG at all; the session was reported "deleted" and the next one read twice);
+    thread mode's exit drains while the watcher thread is still building the last session's
+    watch (that session was never read)."""
+    shm = tempfile.TemporaryDirectory(dir="/dev/shm") if os.access("/dev/shm", os.W_OK) else None
+    request.addfinalizer(lambda: shm and shm.cleanup())
+    path = os.path.join(shm.name if shm else str(tmp_path), "db")
+    os.mkdir(path)
+    with DirsTruth(path) as gt:
+        proc = run_instrumented(tmp_path, FAST_CYCLES_APP, otlp_receiver.grpc_endpoint, "grpc",
+                                OTEL_EXPORTER_OTLP_INSECURE="true", OTEL_PYTHON_ROCKSDICT_MODE=mode, APP_DB=path)
+        expected = gt.expected()
+    delivered = events_from_otlp(otlp_receiver.log_records())
+    rep = record(account(f"reopen: 200 fast open/20 puts/close cycles, a real program to its exit ({mode} mode)",
+                         node_name(request), expected, delivered, log_scan_agrees=log_scan(path) == expected))
+    assert_exact(rep)
+    said = proc.stderr + helper_log(tmp_path)
+    assert "lost" not in said and "no longer on disk" not in said, said[-2000:]
+    assert log_scan(path) == expected, "the LOG and the file system disagree: the ground truth is unsound"
+
+
 CYCLE_APP = textwrap.dedent(
     """
     import os, sys

@@ -254,7 +254,12 @@ class LogFollower:
                     self._names[path] = (hint, key)
                     continue
                 st = _lstat(path)
-                if st is None or not stat.S_ISREG(st.st_mode) or (st.st_dev, st.st_ino) in seen:
+                if st is None:
+                    # Listed and gone: renamed meanwhile (RocksDB moves the live LOG to LOG.old.* and
+                    # then makes a new LOG -- in between there is no LOG). The next pass finds it.
+                    new = True
+                    continue
+                if not stat.S_ISREG(st.st_mode) or (st.st_dev, st.st_ino) in seen:
                     continue
                 new = True
                 ours = any((sid.dev, sid.ino) == (st.st_dev, st.st_ino) for sid, _off in saved)

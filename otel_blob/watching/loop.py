@@ -41,6 +41,10 @@ class WatchLoop:
         self._watches: list[Watch] = []
         self._pending: list[Callable[[], None]] = []
         self._lock = threading.Lock()
+        # Held while handed-over tasks run: a drain on another thread (the exit) waits for the
+        # task the loop's thread has taken and not finished -- a watch being built is not missed.
+        self._tasks_lock = threading.Lock()
+        self._in_flight = 0  # tasks taken from _pending and not finished (under _lock)
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._pid = os.getpid()
@@ -65,18 +69,25 @@ class WatchLoop:
         self._wake_up()
 
     def run_pending(self) -> None:
-        """Run what was handed over and not run yet, on the calling thread (a drain at exit)."""
-        with self._lock:
-            tasks, self._pending = self._pending, []
-        for fn in tasks:
-            try:
-                fn()
-            except Exception:
-                _log.exception("a task of the watcher failed")
+        """Run what was handed over and not run yet, on the calling thread (a drain at exit);
+        a task another thread is running is waited for."""
+        with self._tasks_lock:
+            with self._lock:
+                tasks, self._pending = self._pending, []
+                self._in_flight += len(tasks)
+            for fn in tasks:
+                try:
+                    fn()
+                except Exception:
+                    _log.exception("a task of the watcher failed")
+                finally:
+                    with self._lock:
+                        self._in_flight -= 1
 
     def pending(self) -> int:
+        """Tasks handed over and not finished (waiting or running)."""
         with self._lock:
-            return len(self._pending)
+            return len(self._pending) + self._in_flight
 
     def _ensure_thread(self) -> None:  # under self._lock
         if self._thread is None or not self._thread.is_alive():
@@ -187,6 +198,8 @@ class WatchLoop:
         self._watches = []
         self._pending = []
         self._lock = threading.Lock()
+        self._tasks_lock = threading.Lock()
+        self._in_flight = 0
         self._wake = threading.Event()
         self._thread = None
         self._notifier = None  # the parent's (its descriptors die with the child)

@@ -76,8 +76,14 @@ def session_of(path: str) -> str | None:
 
 
 def _has_open_mark(path: str) -> bool:
+    """False only if the file at ``path`` is surely not where its session began.
+
+    The mark comes before the session's first event (``recovery_started``): a head with an
+    event and no mark is a rolled file. A head with neither may be a first file whose rest
+    is still in RocksDB's buffer (a session just opened): cannot tell, say nothing was lost.
+    """
     head = _head(path, _OPEN_MARK_BYTES)
-    return head is None or _OPEN_MARK in head  # cannot tell: say nothing was lost
+    return head is None or _OPEN_MARK in head or b"EVENT_LOG_v1" not in head
 
 
 def _listing(log_path: str) -> list[tuple[int, str]]:
