@@ -367,6 +367,7 @@ quiesce(db)
 write_round(db, 100, prefix=b"tail-")   # in the memtable only
 write_round(cf, 100, prefix=b"tail-")
 say("ready")
+sys.stdin.readline()   # the test takes its picture of before the exit first
 {way_out}
 """
 
@@ -385,6 +386,7 @@ def test_db_open_at_exit(request, tmp_path, otlp_receiver, variant):
         app = App(tmp_path, otlp_receiver, EXIT_APP.format(setup=setup, way_out=way_out))
         app.expect("ready")
         before_exit = truth.expected()
+        app.send("go")
         if variant == "keyboard_interrupt":
             app.signal(signal.SIGINT)
         elif variant == "sigterm_sys_exit":
@@ -416,6 +418,7 @@ def test_db_open_at_exit_thread_mode_says_what_it_cannot_follow(request, tmp_pat
         app = App(tmp_path, otlp_receiver, EXIT_APP.format(setup=setup, way_out=way_out), mode="thread")
         app.expect("ready")
         before_exit = truth.expected()
+        app.send("go")
         app.finish(returncode=code)
         delivered = events_from_otlp(otlp_receiver.log_records())
         everything = truth.expected()

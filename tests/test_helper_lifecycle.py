@@ -64,9 +64,9 @@ APP = textwrap.dedent(
 )
 
 
-def start_app(tmp_path, receiver, stdin: int = subprocess.DEVNULL, **extra: str) -> subprocess.Popen:
+def start_app(tmp_path, receiver, stdin: int = subprocess.DEVNULL, app: str = APP, **extra: str) -> subprocess.Popen:
     script = tmp_path / "app.py"
-    script.write_text(APP + HELPER_PID_TRAILER)
+    script.write_text(app + HELPER_PID_TRAILER)
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
     env.update({
         "OTEL_SERVICE_NAME": "lifecycle-app",
@@ -181,3 +181,44 @@ def test_ctrl_c_to_the_apps_process_group_does_not_reach_the_helper(tmp_path, ot
            for r in blob_records(otlp_receiver) if r["attributes"].get("rocksdb.status", "OK") == "OK"}
     assert got == set(expected), (sorted(set(expected) - got), sorted(got - set(expected)))
     assert not (tmp_path / "state" / "undelivered.jsonl").exists()
+
+
+STALLED_HELPER_APP = textwrap.dedent(
+    """
+    import os, signal, sys
+    sys.path.insert(0, os.environ["APP_TESTS"])
+    import rocksdict
+    from dbutil import blob_options, write_round
+    from otel_blob import RocksdictInstrumentor
+    db = rocksdict.Rdict(os.environ["APP_DB"], blob_options())
+    helper = RocksdictInstrumentor().helper_pid
+    os.kill(helper, signal.SIGSTOP)   # a helper that reads nothing for a while (starved, stopped)
+    for i in range(3000):             # two messages each (the call and its end): ~1.2 MB, the pipe holds 1 MiB
+        db.flush()
+    write_round(db)
+    db.flush()
+    print("calls done while the helper was stopped", flush=True)
+    os.kill(helper, signal.SIGCONT)
+    db.close()
+    assert RocksdictInstrumentor().wait_for_sessions(60)   # an orderly exit: the helper has caught up
+    print("app done", flush=True)
+    """
+)
+
+
+def test_a_helper_that_does_not_read_never_blocks_the_application(tmp_path, otlp_receiver):
+    """The application's messages to the helper go through a writer thread of its own: with the
+    helper stopped, 3,000 flush() calls (1.2 MB of messages, more than the pipe holds) return as
+    without it -- before, the application blocked in its flush() once the pipe was full (here:
+    forever, the helper is resumed only after the calls). Resumed, the helper gets every message,
+    in order: every call's span, and the job spans under the last call."""
+    # (The helper's bound after the app's exit as by default: 3,000 messages to catch up on.)
+    p = start_app(tmp_path, otlp_receiver, app=STALLED_HELPER_APP, OTEL_PYTHON_ROCKSDICT_HELPER_EXIT_TIMEOUT="30")
+    out, err = communicate(p, timeout=120)
+    assert p.returncode == 0 and "calls done while the helper was stopped" in out and "app done" in out, err[-3000:]
+    assert wait_for_exit(helper_pid(out), 60)
+    calls = [s for s in otlp_receiver.spans() if s["name"] == "rocksdict.flush"]
+    assert len(calls) == 3001, len(calls)
+    jobs = [s for s in otlp_receiver.spans() if s["name"] == "rocksdb.flush"]
+    assert jobs and {s["parent_span_id"] for s in jobs} <= {s["span_id"] for s in calls}
+    assert blob_records(otlp_receiver)

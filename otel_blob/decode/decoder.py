@@ -63,7 +63,7 @@ class LogDecoder:
 
     ``blob_dir`` maps a column family name to the directory of its blob files
     (default: the DB path). ``file_size`` is called with a blob file's path when
-    its creation is decoded (the watcher passes ``os.stat``; tests may pass
+    its creation is decoded (the watcher passes ``source.layout.file_size``; tests may pass
     anything). ``blob_only`` restricts output to blob file events (jobs are still
     tracked, for reasons).
 

@@ -160,7 +160,7 @@ class LineSkippedInfo:
     callback = "on_line_skipped"
 
     db_name: str
-    reason: str  # malformed_json | invalid_file_number | line_too_long | ...
+    reason: str  # malformed_line | invalid_file_number | invalid_job_id | repeated_event | line_too_long | file_lost | ...
     detail: str
     log_path: str | None = None
     offset: int | None = None

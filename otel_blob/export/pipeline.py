@@ -143,7 +143,7 @@ def _otlp_exporter(signal_name: str, endpoint: str | None, environ: Mapping[str,
 
 
 def _fast_path() -> bool:
-    """May our own encoding and the direct logger be used? (:mod:`.private` checks, once.)"""
+    """May our own encoding and the direct logger be used? (:mod:`.fast_path` checks, once.)"""
     problem = fast_path.fast_path_problem()
     if problem is not None and not _said_fast_path:
         _said_fast_path.append(problem)

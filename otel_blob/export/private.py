@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import logging
 from typing import Any, Callable
 
 __all__ = [
@@ -38,8 +37,6 @@ __all__ = [
     "stock_encode_spans",
     "stock_grpc_exporters",
 ]
-
-_log = logging.getLogger("otel_blob")
 
 
 def _internal() -> Any:

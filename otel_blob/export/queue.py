@@ -135,7 +135,8 @@ class DeliveryQueue:
                 return False
             self._cond.notify_all()  # export now rather than after the schedule delay
             end = None if timeout is None else time.monotonic() + timeout
-            while self.backlog > self.high_water and not self._closing:
+            # (A worker that died -- a bug -- would never make room: do not wait for it forever.)
+            while self.backlog > self.high_water and not self._closing and self._thread.is_alive():
                 left = None if end is None else end - time.monotonic()
                 if left is not None and left <= 0:
                     return False

@@ -5,8 +5,10 @@ an ``Rdict`` -- in a session of its own, holding none of the application's
 terminal or pipes -- and tells it what it cannot see by itself (which databases
 were opened, the trace context of the application's ``flush()`` /
 ``compact_range()`` calls) in :mod:`~otel_blob.instrument.protocol` messages.
-It never waits for the helper: not at an open, not at ``close()``, not at exit
-(the helper sees the application's end when its pipe closes).
+It never waits for the helper: not at an open, not at ``close()``, not in a call
+(messages go out through a writer thread), and at exit at most ``EXIT_FLUSH_S``
+for messages still on their way -- normally none (the helper sees the
+application's end when its pipe closes).
 
 The helper reports how far each DB session was delivered (exported, not only
 read). If it cannot start or dies, ``on_failure`` gets every session it had not
@@ -16,8 +18,12 @@ in-process from there, so nothing is lost or delivered twice.
 
 from __future__ import annotations
 
+import atexit
+import fcntl
 import logging
 import os
+import select
+import signal
 import subprocess
 import sys
 import threading
@@ -33,6 +39,14 @@ from . import state
 __all__ = ["HelperClient", "PendingSession"]
 
 _log = logging.getLogger("otel_blob")
+
+# Messages not yet taken by the helper beyond this: it has stopped reading (wedged); it is
+# stopped and the application follows its databases itself. (A message is ~0.3 KiB.)
+OUTBOX_MAX = 16 << 20
+EXIT_FLUSH_S = 0.5  # at exit, the longest wait for messages still on their way to the helper
+# The pipe to the helper holds this much (Linux's default is 64 KiB, ~200 messages): what is in
+# the pipe reaches the helper even after the application exited.
+PIPE_SIZE = 1 << 20
 
 _AUTO_SITE = os.path.join("opentelemetry", "instrumentation", "auto_instrumentation")
 # The directory our package is in: the helper must import it wherever the application found it.
@@ -88,8 +102,10 @@ class RemoteCall:
 class HelperClient:
     """The application's handle on its helper process (one per process).
 
-    ``on_failure(sessions)`` is called (once, from a background thread) with the
-    :class:`PendingSession` s the helper had not finished if it cannot start or dies.
+    ``on_failure(sessions)`` is called once, with the :class:`PendingSession` s the helper
+    had not finished, if it cannot start, dies or stops reading -- from the writer or reader
+    thread, or from the application's thread that found the helper wedged (never under a lock
+    of this client).
     """
 
     def __init__(self, settings: Any, resource: dict[str, Any],
@@ -124,8 +140,24 @@ class HelperClient:
             if log is not None:
                 log.close()
         self._answers = os.fdopen(r, "rb")
+        self._out_fd = self.proc.stdin.fileno()  # type: ignore[union-attr]
+        try:
+            fcntl.fcntl(self._out_fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
+        except (OSError, AttributeError):  # above /proc/sys/fs/pipe-max-size, or not Linux: the default
+            pass
+        os.set_blocking(self._out_fd, False)  # written to by os.write only (never the buffered file)
+        # Messages go out through a thread of their own: the application never blocks on the
+        # pipe (a helper at nice 19 on busy cores may not read for a while), and never while
+        # holding a lock the reader of the answers needs.
+        self._out: list[bytes] = []
+        self._out_bytes = 0  # queued or being written
+        self._out_changed = threading.Condition(threading.Lock())
+        self._out_closing = False
+        self._writer = threading.Thread(target=self._write, name="otel_blob-helper-writer", daemon=True)
+        self._writer.start()
         self._reader = threading.Thread(target=self._read, name="otel_blob-helper-reader", daemon=True)
         self._reader.start()
+        atexit.register(self._flush_at_exit)
         s = settings
         self._send(p.Hello(p.VERSION, {k: (list(v) if isinstance(v, tuple) else v)
                                        for k, v in resource.items() if _jsonable(v)},
@@ -138,10 +170,14 @@ class HelperClient:
 
     # -- what the instrumentor calls ---------------------------------------------------
 
-    def watch(self, key: int, db_path: str, log_path: str, anchor: FileIdentity | None) -> None:
+    def watch(self, key: int, db_path: str, log_path: str, anchor: FileIdentity | None) -> bool:
+        """Hand a DB session to the helper; False if it has failed (follow it in-process)."""
         with self._lock:
+            if self._failed:
+                return False
             self._sessions[key] = PendingSession(key, db_path, log_path, anchor)
         self._send(p.WatchDb(key, db_path, log_path, anchor.to_json() if anchor is not None else None))
+        return True
 
     def call(self, name: str, db_path: str, kind: str, cf: str | None, attributes: dict[str, Any]) -> RemoteCall:
         """A call's span, recorded by the helper: its ids are chosen here, as a child of the
@@ -176,10 +212,9 @@ class HelperClient:
             self._failed = True  # nothing to fall back to: the instrumentation is off
             self._sessions.clear()
             self._idle.notify_all()
-        try:
-            self.proc.stdin.close()  # type: ignore[union-attr]
-        except Exception:
-            pass
+        with self._out_changed:  # the writer sends what is queued, then closes the pipe
+            self._out_closing = True
+            self._out_changed.notify_all()
 
     def forget_after_fork(self) -> None:
         """In a forked child: let go of the parent's pipes (so the helper sees the parent's exit)."""
@@ -193,15 +228,74 @@ class HelperClient:
     # -- the pipe ----------------------------------------------------------------------
 
     def _send(self, msg: p.Message) -> None:
+        """Write ``msg`` to the pipe now if it has room (it nearly always has), else queue it for
+        the writer thread: never blocks. Written now, a ``manual`` message is in the pipe before
+        the flush it announces reaches RocksDB -- before the job's LOG lines exist."""
         if self._failed:
             return
         data = p.encode(msg)
-        try:
-            with self._lock:
-                self.proc.stdin.write(data)  # type: ignore[union-attr]
-                self.proc.stdin.flush()  # type: ignore[union-attr]
-        except (OSError, ValueError):
-            self._fail("its pipe is closed")
+        with self._out_changed:
+            if not self._out_bytes:  # nothing queued or being written: the order is kept
+                try:
+                    n = os.write(self._out_fd, data)
+                except BlockingIOError:
+                    n = 0
+                except OSError:
+                    n = -1
+                if n == len(data):
+                    return
+                if n >= 0:
+                    data = data[n:]
+            wedged = self._out_bytes > OUTBOX_MAX
+            if not wedged:
+                self._out.append(data)
+                self._out_bytes += len(data)
+                self._out_changed.notify_all()
+        if wedged:
+            try:
+                self.proc.send_signal(signal.SIGKILL)  # or it would deliver what we now follow ourselves
+            except OSError:
+                pass
+            self._fail(f"it has not read {OUTBOX_MAX >> 20} MiB of messages")
+
+    def _write(self) -> None:
+        """The writer thread: what did not fit in the pipe, as the helper makes room."""
+        fd = self._out_fd
+        while True:
+            with self._out_changed:
+                while not self._out and not self._out_closing:
+                    self._out_changed.wait()
+                chunk = b"".join(self._out)
+                self._out.clear()
+            if not chunk:  # closing, everything sent
+                try:
+                    self.proc.stdin.close()  # type: ignore[union-attr]
+                except Exception:
+                    pass
+                return
+            view = memoryview(chunk)
+            try:
+                while view:
+                    try:
+                        view = view[os.write(fd, view):]
+                    except BlockingIOError:
+                        select.select([], [fd], [])  # until the helper reads
+            except (OSError, ValueError):
+                self._fail("its pipe is closed")
+                return
+            finally:
+                with self._out_changed:
+                    self._out_bytes -= len(chunk)
+                    self._out_changed.notify_all()
+
+    def _flush_at_exit(self) -> None:
+        """Let the last messages (a session opened just before the exit) reach the pipe; bounded."""
+        with self._out_changed:
+            sent = self._out_changed.wait_for(lambda: self._out_bytes <= 0 or self._failed, EXIT_FLUSH_S)
+            left = 0 if sent or self._failed else self._out_bytes
+        if left:
+            _log.warning("%d bytes of messages to the helper process were not sent before the exit (it was not "
+                         "reading): the databases opened and calls they announce are not delivered", left)
 
     def _read(self) -> None:
         for raw in self._answers:

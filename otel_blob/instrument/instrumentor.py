@@ -16,9 +16,21 @@
   know which column family a handle is.
 * ``include_dbs`` / ``exclude_dbs`` (glob patterns of absolute paths): databases to
   leave alone -- neither followed nor traced.
-* Nothing waits: not an open, not ``close()``, not the exit. Draining a LOG is
-  the watch loop's work (a thread, or the helper process), exporting the
-  exporters'.
+* Nothing waits: not an open, not ``close()``, not a call, and in process mode not
+  the exit. Draining a LOG is the watch loop's work (the helper process, or a
+  thread), exporting the exporters'. (Thread mode's exit drains what the LOGs hold
+  into the application's providers, whose shutdown then exports it: see below.)
+
+Usage: ``opentelemetry-instrument python app.py`` (entry point ``rocksdict``;
+``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=rocksdict`` turns it off), or
+``RocksdictInstrumentor().instrument(tracer_provider=..., logger_provider=...,
+meter_provider=...)`` and ``.uninstrument()``. Settings (keyword > environment >
+default): :data:`otel_blob.settings.INSTRUMENTATION`, docs/settings.md; what is
+emitted: docs/telemetry.md. Databases opened before ``instrument()`` or under
+``suppress_instrumentation`` are not followed. Linux only (``/proc/locks``,
+inotify; elsewhere it polls). The helper logs to ``<state dir>/helper.log`` and
+records what it could not deliver within ``helper_exit_timeout`` after the
+application's exit in ``undelivered.jsonl``, reported by the next run.
 
 Where the LOG is followed (``mode``, ``OTEL_PYTHON_ROCKSDICT_MODE``): in a helper
 process (:mod:`otel_blob.instrument.server`; nothing per event in the
@@ -221,6 +233,8 @@ class RocksdictInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     def _init_wrapper(self, wrapped: Any, instance: Any, args: Any, kwargs: Any) -> None:
         # rocksdict opens the DB in __new__; __init__ is object's and takes no
         # arguments. By now the DB is open and, for a read-write open, its new LOG begun.
+        if self._had_init:  # (a rocksdict that has an __init__ of its own gets it called)
+            wrapped(*args, **kwargs)
         self._cf_names.pop(id(instance), None)  # a new object where a dropped handle was: the default CF
         if is_instrumentation_enabled():
             try:
@@ -235,7 +249,10 @@ class RocksdictInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             names = self._cf_names
             names[id(handle)] = name
             if len(names) > CF_HANDLES_MAX:
-                del names[next(iter(names))]
+                try:  # (two threads may evict at once: never an error in the application's call)
+                    names.pop(next(iter(names)), None)
+                except (StopIteration, RuntimeError):
+                    pass
         return handle
 
     def _opened(self, rdict: Any) -> None:
@@ -258,9 +275,7 @@ class RocksdictInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         anchor = identity_of(log_path)  # the LOG RocksDB just began, wherever it is renamed to later
         key = next(self._keys)
         helper = self._helper_client()
-        if helper is not None and helper.alive:
-            helper.watch(key, db_path, log_path, anchor)
-        else:
+        if helper is None or not helper.watch(key, db_path, log_path, anchor):
             self._in_process().open(key, db_path, log_path, anchor)
         # Registered (again) after the SDK's providers registered theirs: atexit
         # runs last-in first-out, so the drain comes before their shutdown.

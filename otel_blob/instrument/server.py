@@ -11,7 +11,8 @@ application pays nothing: a blob-heavy writer keeps its GIL and its core (see
 bench/README.md for the numbers).
 
 What the application tells it (:mod:`~otel_blob.instrument.protocol`) is read on
-the watch loop's thread *before* each read of the LOGs: a ``manual`` message the
+the watch loop's thread before each round and after each read of a LOG, before its lines
+are decoded: a ``manual`` message the
 application wrote before its ``flush()`` reached RocksDB is always known when the
 job it caused is read, so the job span gets its parent. Each open is a DB session,
 followed until RocksDB logs its end (:class:`~otel_blob.watching.sessions.SessionWatches`),

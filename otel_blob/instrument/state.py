@@ -10,7 +10,7 @@ instrumented run reports once in its own log and then renames
 The directory: ``OTEL_PYTHON_ROCKSDICT_STATE_DIR``, else
 ``$XDG_STATE_HOME/otel_blob``, else ``~/.local/state/otel_blob``; created
 private (0700). Where none can be written, the helper's messages are dropped
-and nothing is reported (said once in the application's log).
+and nothing is recorded for the next run.
 """
 
 from __future__ import annotations

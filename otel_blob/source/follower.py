@@ -336,13 +336,18 @@ class LogFollower:
         out partial last lines and close files renamed away -- call it until
         ``behind`` is False.
         """
-        self._looked_us = time.time_ns() // 1000
+        looked_us = time.time_ns() // 1000
         lines: list[bytes] = []
         budget = [self.max_batch]
         if self._read_retired(lines, budget, final):
             return lines
         if self._current is not None:
             self._read(self._current, lines, budget, final=False)
+        # The checkpoint's wall_us is the time before the last look at the live name: a poll
+        # that returned before looking (one file at a time, a full batch) has not seen a file
+        # renamed meanwhile, which a resume must then read.
+        if budget[0] > 0:
+            self._looked_us = looked_us
         if budget[0] > 0 and self._moved_on():
             if self._current is not None:
                 self._read(self._current, lines, budget, final)  # what came before the rename

@@ -21,6 +21,7 @@ import ctypes
 import ctypes.util
 import os
 import select
+import threading
 
 __all__ = ["ADDED", "KEPT", "NONE", "LogNotifier", "make_notifier"]
 
@@ -62,6 +63,10 @@ class LogNotifier:
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
         self._wds: dict[str, tuple[int, int]] = {}  # path -> (wd, inode it was added for)
+        # wake() comes from other threads: never after close(), when the descriptor's number
+        # may already be a file or socket of the application's.
+        self._closing = threading.Lock()
+        self._closed = False
 
     def watch(self, path: str, ino: int | None) -> int:
         """Watch the file now at ``path`` (``ino``: the inode the caller reads, to
@@ -108,12 +113,19 @@ class LogNotifier:
         return bool(ready)
 
     def wake(self) -> None:
-        try:
-            os.write(self._wake_w, b"\0")
-        except OSError:  # the pipe is full: a wake-up is pending anyway
-            pass
+        with self._closing:
+            if self._closed:
+                return
+            try:
+                os.write(self._wake_w, b"\0")
+            except OSError:  # the pipe is full: a wake-up is pending anyway
+                pass
 
     def close(self) -> None:
+        with self._closing:
+            if self._closed:
+                return
+            self._closed = True
         for fd in (self.fd, self._wake_r, self._wake_w):
             try:
                 os.close(fd)

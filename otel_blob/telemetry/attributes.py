@@ -151,9 +151,9 @@ def file_attributes(info: Any, event: str, cf: str | None, failed: bool, path: A
         a["rocksdb.blob_file.number" if event.startswith("rocksdb.blob") else "rocksdb.table_file.number"] = number
     status = info.status
     if isinstance(status, str):
-        a["rocksdb.status"] = status_text(status, file_paths, db_name, db_shown, path)
-        if failed:
-            a["error.type"] = status.split(":", 1)[0].strip() or "error"
+        shown_status = a["rocksdb.status"] = status_text(status, file_paths, db_name, db_shown, path)
+        if failed:  # from the text as shown: a status with no ":" before its path leaks nothing
+            a["error.type"] = shown_status.split(":", 1)[0].strip() or "error"
     if isinstance(path, str):
         shown = shown_path(path, file_paths)
         if shown is not None:

@@ -215,8 +215,7 @@ class TelemetryListener(EventListener):
         for db in list(self._dbs.values()):
             db.metrics.renew_lock()
 
-    # The rocksdict instrumentation replaces ``listener._lock`` in a forked child
-    # (instrument/instrumentor.py): doing so renews every lock.
+    # The rocksdict instrumentation calls renew_locks() in a forked child (instrument/instrumentor.py).
     # -- internals ------------------------------------------------------------------
 
     def _failed(self, where: str) -> None:

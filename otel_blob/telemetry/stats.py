@@ -1,8 +1,8 @@
 """TelemetryStats: what a TelemetryListener did, as plain counters.
 
 Its own module because the parts count into it (spans.py: spans started, ended,
-unfinished, open jobs evicted; listener.py: records, span events, drops) and the
-listener imports the parts.
+unfinished, open jobs evicted; file_events.py: records, span events; job_events.py:
+manual parents; listener.py: drops) and the listener imports the parts.
 """
 
 from __future__ import annotations

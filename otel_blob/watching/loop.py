@@ -47,7 +47,6 @@ class WatchLoop:
         self._in_flight = 0  # tasks taken from _pending and not finished (under _lock)
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
-        self._pid = os.getpid()
         self._use_notify = notify
         self._notifier: LogNotifier | None = None
         self._before_round = before_round
@@ -142,7 +141,9 @@ class WatchLoop:
                     continue
                 self._sleep(notifier, max(interval, self.NOTIFY_FALLBACK) if quiet else interval)
         finally:
-            self._notifier = None
+            with self._lock:
+                if self._notifier is notifier:  # (a new thread may have started and set its own)
+                    self._notifier = None
             if notifier is not None:
                 notifier.close()
 
@@ -203,7 +204,6 @@ class WatchLoop:
         self._wake = threading.Event()
         self._thread = None
         self._notifier = None  # the parent's (its descriptors die with the child)
-        self._pid = os.getpid()
 
 
 default_loop = WatchLoop()

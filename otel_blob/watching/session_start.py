@@ -134,6 +134,7 @@ def session_position(log_path: str, anchor: FileIdentity | None = None) -> tuple
             files = _listing(log_path)
             at = _find(files, anchor)
     if at is None:  # no anchor, or the anchor is gone: the live LOG's session
+        anchor = None  # (not the live file's identity)
         at = next((i for i, (order, _p) in enumerate(files) if order == LIVE), None)
     if at is None:
         return {"path": os.path.abspath(log_path), "wall_us": 0, "files": []}, SessionStart(None, [], True)
