@@ -52,7 +52,7 @@ def _quiesce(db: Any, timeout: float = 30.0) -> None:
 def run_demo(args: argparse.Namespace, environ: dict[str, str]) -> int:
     from ..export.pipeline import ExportPipeline, PipelineOptions, otlp_configured
     from .console import LinePrinter, say
-    from .errors import RuntimeFailure, UsageError
+    from .errors import EXIT_DROPPED, EXIT_OK, RuntimeFailure, UsageError
 
     try:
         import rocksdict
@@ -109,5 +109,9 @@ def run_demo(args: argparse.Namespace, environ: dict[str, str]) -> int:
               + "\n")
     if w.stats.skipped_total:
         say(f"{w.stats.skipped_total} LOG lines skipped: {dict(w.stats.skipped)}")
-    return 0
+    dropped = telemetry.dropped() if telemetry is not None else 0
+    if dropped:  # as watch and replay say it: the exit status too
+        say(f"{dropped} telemetry items could not be delivered: {telemetry.dropped_by_reason()}")  # type: ignore[union-attr]
+        return EXIT_DROPPED
+    return EXIT_OK
 

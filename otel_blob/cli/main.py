@@ -28,7 +28,7 @@ from ..export.pipeline import check_endpoint
 from ..settings import CLI, Setting
 from ..version import __version__
 from .console import PROG, say
-from .errors import ConfigError, RuntimeFailure, UsageError
+from .errors import EXIT_OK, EXIT_RUNTIME, EXIT_USAGE, ConfigError, RuntimeFailure, UsageError
 
 __all__ = ["main"]
 
@@ -169,14 +169,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_demo(args, environ)
     except (UsageError, ConfigError) as exc:
         say(f"error: {exc}")
-        return 2
+        return EXIT_USAGE
     except RuntimeFailure as exc:
         say(f"error: {exc}")
-        return 1
+        return EXIT_RUNTIME
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
-        return 0
+        return EXIT_OK
 
 
 if __name__ == "__main__":  # pragma: no cover

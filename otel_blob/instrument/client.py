@@ -117,6 +117,7 @@ class HelperClient:
         self._sessions: dict[int, PendingSession] = {}
         self._seq = 0
         self._failed = False
+        self._failover_done = False  # on_failure has run (its sessions are followed in-process)
         self.error: str | None = None
         self.state_dir = state.resolve(settings.state_dir)
         _report_earlier_losses(self.state_dir)
@@ -204,12 +205,14 @@ class HelperClient:
     def wait_idle(self, timeout: float | None) -> bool:
         """Wait until every session handed over was delivered to its end (or the helper failed)."""
         with self._idle:
-            return self._idle.wait_for(lambda: not self._sessions or self._failed, timeout)
+            return self._idle.wait_for(lambda: (not self._sessions and not self._failed) or self._failover_done,
+                                       timeout)
 
     def detach(self) -> None:
         """Let the helper go (uninstrument): it delivers what it holds and exits. No waiting."""
         with self._lock:
             self._failed = True  # nothing to fall back to: the instrumentation is off
+            self._failover_done = True
             self._sessions.clear()
             self._idle.notify_all()
         with self._out_changed:  # the writer sends what is queued, then closes the pipe
@@ -327,13 +330,16 @@ class HelperClient:
             self._failed = True
             pending = list(self._sessions.values())
             self._sessions.clear()
-            self._idle.notify_all()
         _log.warning("the helper process cannot deliver (%s); following %d database session(s) in-process from "
                      "where it left off", why, len(pending))
         try:
             self._on_failure(pending)
         except Exception:
             _log.exception("falling back to in-process watching failed")
+        finally:
+            with self._idle:  # a waiter (wait_for_sessions) now finds the sessions in-process
+                self._failover_done = True
+                self._idle.notify_all()
 
 
 def _report_earlier_losses(directory: str | None) -> None:

@@ -223,7 +223,7 @@ class RocksdictInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             del cls.__init__  # rocksdict has none of its own: back to object.__init__
         self._patched = False
         atexit.unregister(self._at_exit)
-        self._at_exit()
+        self._stop_watching(at_exit=False)
         if self._helper is not None:
             self._helper.detach()
             self._helper = None
@@ -362,12 +362,20 @@ class RocksdictInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         Process mode: nothing -- the helper sees the application's end when its pipe
         closes (after the interpreter dropped every database) and finishes on its own.
         """
+        self._stop_watching(at_exit=True)
+
+    def _stop_watching(self, at_exit: bool) -> None:
         sessions = getattr(self, "_sessions", None)
         if sessions is None:
             return
         still_open = sessions.stop_all(final=False)
-        if still_open:
+        if not still_open:
+            return
+        dbs = ", ".join(sorted({w.db_path for w in still_open}))
+        if at_exit:
             _log.warning("%d database(s) still open at exit (%s): what RocksDB logs while the interpreter closes "
                          "them is not exported in thread mode; close them before exit, or use "
-                         "OTEL_PYTHON_ROCKSDICT_MODE=process", len(still_open),
-                         ", ".join(sorted({w.db_path for w in still_open})))
+                         "OTEL_PYTHON_ROCKSDICT_MODE=process", len(still_open), dbs)
+        else:
+            _log.info("uninstrumented with %d database(s) open (%s): what RocksDB logs for them from now on is "
+                      "not followed", len(still_open), dbs)

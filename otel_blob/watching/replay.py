@@ -29,5 +29,7 @@ def replay(db_name: str, log_name: str, files: Sequence[str], listener: EventLis
         while source.behind and not should_stop():
             w.step(wait=None)
     finally:
+        if source.behind:  # stopped (a signal) or failed: deliver what was read, read no further
+            source.close()
         w.stop()
     return w.stats

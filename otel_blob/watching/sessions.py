@@ -93,6 +93,8 @@ class SessionWatches:
                       checkpoint_every=self._checkpoint_every, on_read=self._on_read)
         except (WatchError, OSError, ValueError) as exc:
             _log.warning("cannot watch %s: %s", db_path, exc)
+            if report is not None:  # done with it (or whoever waits for it waits forever)
+                report(key, {"stopped": True})
             return
         with self._lock:
             self._watches[key] = w
