@@ -6,7 +6,7 @@ terminal or pipes -- and tells it what it cannot see by itself (which databases
 were opened, the trace context of the application's ``flush()`` /
 ``compact_range()`` calls) in :mod:`~otel_blob.instrument.protocol` messages.
 It never waits for the helper: not at an open, not at ``close()``, not in a call
-(messages go out through a writer thread), and at exit at most ``EXIT_FLUSH_S``
+(what the pipe has no room for goes out through a writer thread), and at exit at most ``EXIT_FLUSH_S``
 for messages still on their way -- normally none (the helper sees the
 application's end when its pipe closes).
 
@@ -222,6 +222,10 @@ class HelperClient:
     def forget_after_fork(self) -> None:
         """In a forked child: let go of the parent's pipes (so the helper sees the parent's exit)."""
         self._failed = True
+        # The parent's writer thread is not here (and may have held the lock at the fork).
+        self._out_changed = threading.Condition(threading.Lock())
+        self._out, self._out_bytes = [], 0
+        atexit.unregister(self._flush_at_exit)
         for f in (self.proc.stdin, self._answers):
             try:
                 os.close(f.fileno())  # type: ignore[union-attr]
