@@ -190,6 +190,11 @@ STALLED_HELPER_APP = textwrap.dedent(
     import rocksdict
     from dbutil import blob_options, write_round
     from otel_blob import RocksdictInstrumentor
+    if os.environ.get("APP_MANY_FDS"):   # a server with many sockets: our pipes get numbers >= 1024
+        import resource
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(4096, hard), hard))
+        held = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
     db = rocksdict.Rdict(os.environ["APP_DB"], blob_options())
     helper = RocksdictInstrumentor().helper_pid
     os.kill(helper, signal.SIGSTOP)   # a helper that reads nothing for a while (starved, stopped)
@@ -206,16 +211,21 @@ STALLED_HELPER_APP = textwrap.dedent(
 )
 
 
-def test_a_helper_that_does_not_read_never_blocks_the_application(tmp_path, otlp_receiver):
+@pytest.mark.parametrize("many_fds", [False, True], ids=["few_fds", "fds_over_1024"])
+def test_a_helper_that_does_not_read_never_blocks_the_application(tmp_path, otlp_receiver, many_fds):
     """The application's messages to the helper go through a writer thread of its own: with the
     helper stopped, 3,000 flush() calls (1.2 MB of messages, more than the pipe holds) return as
     without it -- before, the application blocked in its flush() once the pipe was full (here:
     forever, the helper is resumed only after the calls). Resumed, the helper gets every message,
-    in order: every call's span, and the job spans under the last call."""
+    in order: every call's span, and the job spans under the last call. With 1,100 descriptors
+    open before the DB (the pipe's number over 1024) the same: select() refused such a number,
+    and the full pipe was taken for a dead helper."""
     # (The helper's bound after the app's exit as by default: 3,000 messages to catch up on.)
-    p = start_app(tmp_path, otlp_receiver, app=STALLED_HELPER_APP, OTEL_PYTHON_ROCKSDICT_HELPER_EXIT_TIMEOUT="30")
+    p = start_app(tmp_path, otlp_receiver, app=STALLED_HELPER_APP, OTEL_PYTHON_ROCKSDICT_HELPER_EXIT_TIMEOUT="30",
+                  **({"APP_MANY_FDS": "1"} if many_fds else {}))
     out, err = communicate(p, timeout=120)
     assert p.returncode == 0 and "calls done while the helper was stopped" in out and "app done" in out, err[-3000:]
+    assert "cannot deliver" not in err, err[-3000:]
     assert wait_for_exit(helper_pid(out), 60)
     calls = [s for s in otlp_receiver.spans() if s["name"] == "rocksdict.flush"]
     assert len(calls) == 3001, len(calls)

@@ -13,7 +13,7 @@ import time
 import pytest
 
 from otel_blob.watching.listener import EventListener
-from otel_blob.source.notify import make_notifier
+from otel_blob.source.notify import make_notifier, wait_readable
 from otel_blob.watching import WatchLoop, start_watch
 from test_engine_bad_input import creation, real_db  # noqa: F401 (fixture)
 
@@ -41,6 +41,22 @@ def _append(log: str, data: bytes) -> None:
 
 
 @pytest.fixture
+def many_fds():
+    """1,100 descriptors open, as in a server with many sockets: what we open next is numbered
+    over 1024, where select() refuses to wait (it returned at once: the loop spun)."""
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 2048:
+        pytest.skip(f"RLIMIT_NOFILE hard limit {hard}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 2048), hard))
+    held = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    yield held
+    for fd in held:
+        os.close(fd)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+@pytest.fixture
 def quiet_loop():
     loop = WatchLoop()
     loop.NOTIFY_FALLBACK = 60.0
@@ -48,7 +64,11 @@ def quiet_loop():
     loop.stop_all()
 
 
-def test_a_write_to_a_quiet_log_wakes_the_watcher(real_db, quiet_loop):
+@pytest.mark.parametrize("fds", ["few_fds", "fds_over_1024"])
+def test_a_write_to_a_quiet_log_wakes_the_watcher(real_db, fds, request):
+    if fds == "fds_over_1024":
+        request.getfixturevalue("many_fds")
+    quiet_loop = request.getfixturevalue("quiet_loop")  # after the descriptors: its own are numbered over 1024
     path, _ = real_db
     log = os.path.join(path, "LOG")
     got = Arrivals()
@@ -95,3 +115,15 @@ def test_without_notifications_the_loop_polls(real_db):
         assert w.stats.polls - polls >= 10  # it kept polling
     finally:
         loop.stop_all()
+
+
+def test_wait_readable_with_descriptors_over_1024(many_fds):
+    r, w = os.pipe()
+    try:
+        assert r >= 1024 and w >= 1024
+        assert wait_readable([r], 0.0) == []
+        os.write(w, b"x")
+        assert wait_readable([r], 10.0) == [r]  # select() raised ValueError here
+    finally:
+        os.close(r)
+        os.close(w)

@@ -268,6 +268,8 @@ class HelperClient:
     def _write(self) -> None:
         """The writer thread: what did not fit in the pipe, as the helper makes room."""
         fd = self._out_fd
+        writable = select.poll()
+        writable.register(fd, select.POLLOUT)
         while True:
             with self._out_changed:
                 while not self._out and not self._out_closing:
@@ -286,7 +288,8 @@ class HelperClient:
                     try:
                         view = view[os.write(fd, view):]
                     except BlockingIOError:
-                        select.select([], [fd], [])  # until the helper reads
+                        # until the helper reads (poll: select() refuses a descriptor >= 1024)
+                        writable.poll()
             except (OSError, ValueError):
                 self._fail("its pipe is closed")
                 return

@@ -23,7 +23,7 @@ import os
 import select
 import threading
 
-__all__ = ["ADDED", "KEPT", "NONE", "LogNotifier", "make_notifier"]
+__all__ = ["ADDED", "KEPT", "NONE", "LogNotifier", "make_notifier", "wait_readable"]
 
 IN_MODIFY = 0x00000002
 IN_ATTRIB = 0x00000004
@@ -98,10 +98,7 @@ class LogNotifier:
     def wait(self, timeout: float, also: tuple[int, ...] = ()) -> bool:
         """Sleep until a change, a wake(), ``timeout`` s, or one of the descriptors ``also``
         (left unread: the caller's) is readable; True if woken by something."""
-        try:
-            ready, _, _ = select.select([self.fd, self._wake_r, *also], [], [], timeout)
-        except (OSError, ValueError):
-            return False
+        ready = wait_readable((self.fd, self._wake_r, *also), timeout)
         for fd in ready:
             if fd in also:
                 continue
@@ -143,3 +140,18 @@ def make_notifier() -> LogNotifier | None:
     if fd < 0:
         return None
     return LogNotifier(lib, fd)
+
+
+def wait_readable(fds: tuple[int, ...] | list[int], timeout: float) -> list[int]:
+    """The descriptors of ``fds`` readable within ``timeout`` s (or closed: the read says so).
+
+    poll(), not select(): select() refuses a descriptor numbered 1024 or more, and an
+    application with many files or sockets open gives us such numbers -- a wait that
+    returned at once would make the watcher spin."""
+    poller = select.poll()
+    for fd in fds:
+        poller.register(fd, select.POLLIN)
+    try:
+        return [fd for fd, _ in poller.poll(max(0.0, timeout) * 1000.0)]
+    except OSError:  # EINTR is retried by Python; anything else: as if nothing came
+        return []

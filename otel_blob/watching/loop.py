@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import logging
 import os
-import select
 import threading
 from typing import Callable
 
-from ..source.notify import KEPT, LogNotifier, make_notifier
+from ..source.notify import KEPT, LogNotifier, make_notifier, wait_readable
 from .db_watch import Watch
 
 __all__ = ["WatchLoop", "default_loop"]
@@ -151,10 +150,7 @@ class WatchLoop:
         if notifier is not None:
             notifier.wait(timeout, self._wake_fds)
         elif self._wake_fds:
-            try:
-                select.select(list(self._wake_fds), [], [], min(timeout, 0.05))
-            except (OSError, ValueError):
-                pass
+            wait_readable(self._wake_fds, min(timeout, 0.05))
         else:
             self._wake.wait(timeout)
             self._wake.clear()
