@@ -239,6 +239,7 @@ for r in range(4):
     cf.flush()
 db.close()   # returns at once: the handle keeps RocksDB open, its compaction goes on
 say("closed")
+sys.stdin.readline()   # the test takes its picture of before the writes after close() first
 for r in range(3):
     write_round(cf, 60, prefix=b"after-")
     cf.flush()
@@ -261,6 +262,7 @@ def test_handle_outlives_close_app(request, tmp_path, otlp_receiver, mode):
         app = App(tmp_path, otlp_receiver, HANDLE_APP, mode=mode)
         app.expect("closed")
         at_close = truth.expected()
+        app.send("go")
         assert app.expect("sessions delivered:") == "True"
         app.finish()
         rep = _judge(request, f"a column family handle outlives close() ({mode} mode)", truth,
