@@ -29,6 +29,7 @@ __all__ = [
     "Setting",
     "Settings",
     "parse_bool",
+    "sdk_disabled",
 ]
 
 _log = logging.getLogger("otel_blob")
@@ -100,6 +101,13 @@ def patterns(raw: str) -> tuple[str, ...]:
 
 
 patterns.expected = "comma-separated glob patterns"  # type: ignore[attr-defined]
+
+
+def sdk_disabled(environ: Mapping[str, str]) -> bool:
+    """OpenTelemetry's ``OTEL_SDK_DISABLED``, read as the SDK reads it (``true`` in any case): every
+    signal is off. The instrumentation then patches nothing and starts no helper, and the CLI's
+    pipeline exports nothing -- the SDK's own providers would drop everything anyway."""
+    return environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true"
 
 
 def matches(path: str, globs: tuple[str, ...] | None) -> bool:

@@ -398,7 +398,7 @@ def quiet_log(directory: str) -> str:
     return path
 
 
-@pytest.mark.parametrize("case", ["default", "configured", "http", "console", "none"])
+@pytest.mark.parametrize("case", ["default", "configured", "http", "console", "none", "sdk_disabled"])
 def test_replay_says_where_telemetry_goes_first(tmp_path, case):
     """Was: silent, sending to whatever listens on localhost:4317."""
     log = quiet_log(str(tmp_path))
@@ -419,6 +419,9 @@ def test_replay_says_where_telemetry_goes_first(tmp_path, case):
     elif case == "console":
         args = ("--console",)
         expected = "printing one line per blob file event (--console); exporting nothing"
+    elif case == "sdk_disabled":
+        env.update(OTEL_SDK_DISABLED="True", OTEL_EXPORTER_OTLP_ENDPOINT="http://collector.example:4317")
+        expected = "exporting nowhere (OTEL_SDK_DISABLED=true)"
     else:
         env.update(OTEL_TRACES_EXPORTER="none", OTEL_LOGS_EXPORTER="none", OTEL_METRICS_EXPORTER="none")
         expected = "exporting nowhere (every OTEL_<SIGNAL>_EXPORTER is none)"
@@ -426,6 +429,15 @@ def test_replay_says_where_telemetry_goes_first(tmp_path, case):
     assert p.returncode == 0, p.stderr
     assert_clean(p.stderr)
     assert p.stderr.splitlines()[0] == f"otel-blob: {expected}", p.stderr
+
+
+def test_sdk_disabled_exports_nothing_and_warns_of_nothing(blob_db, otlp_receiver):
+    """OTEL_SDK_DISABLED=true: the SDK's providers drop everything. Was: our direct log path
+    still went to the exporter's queue check, and a false warning said the exporter had changed."""
+    p = run("replay", "--otlp", otlp_receiver.grpc_endpoint, blob_db, env=clean_env(OTEL_SDK_DISABLED="true"))
+    assert p.returncode == 0, p.stderr
+    assert one_line(p) == "otel-blob: exporting nowhere (OTEL_SDK_DISABLED=true)"
+    assert otlp_receiver.received == []
 
 
 # ---------------------------------------------------------------------------

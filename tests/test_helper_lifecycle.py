@@ -232,3 +232,19 @@ def test_a_helper_that_does_not_read_never_blocks_the_application(tmp_path, otlp
     jobs = [s for s in otlp_receiver.spans() if s["name"] == "rocksdb.flush"]
     assert jobs and {s["parent_span_id"] for s in jobs} <= {s["span_id"] for s in calls}
     assert blob_records(otlp_receiver)
+
+
+@pytest.mark.parametrize("mode", ["auto", "thread"])
+def test_sdk_disabled_instruments_nothing(tmp_path, otlp_receiver, mode):
+    """OTEL_SDK_DISABLED=true switches every signal of the SDK off: the instrumentation then
+    patches nothing, starts no helper and follows no LOG (before: a helper started, followed
+    the LOG, exported nothing and wrote a false warning about the exporter to its log)."""
+    app = APP + "print('wrapped:', hasattr(rocksdict.Rdict.flush, '__wrapped__'), flush=True)\n"
+    p = start_app(tmp_path, otlp_receiver, app=app, OTEL_SDK_DISABLED="true", OTEL_PYTHON_ROCKSDICT_MODE=mode,
+                  APP_LOGGING="1")
+    out, err = communicate(p)
+    assert p.returncode == 0 and "app done" in out, err[-3000:]
+    assert "helper pid: None" in out and "wrapped: False" in out, out
+    assert "otel_blob" not in err, err[-3000:]
+    assert not (tmp_path / "state").exists()  # no helper, no helper.log
+    assert otlp_receiver.received == []

@@ -19,6 +19,7 @@ from importlib import import_module
 from urllib.parse import urlsplit
 from typing import Any, Mapping
 
+from ..settings import sdk_disabled
 from ..telemetry import DeterministicIdGenerator, TelemetryListener
 from ..watching.listener import EventListener
 from . import fast_path
@@ -204,6 +205,9 @@ class ExportPipeline:
             check_endpoint(options.otlp, "--otlp")
         if options.console:
             kinds = {s: "none" for s in _SIGNALS}  # --console prints instead of exporting
+        self.sdk_disabled = sdk_disabled(environ)
+        if self.sdk_disabled:
+            kinds = {s: "none" for s in _SIGNALS}
         self.kinds = kinds
         self.exporting = any(k != "none" for k in kinds.values())
         self.destinations = {s: (f"OTLP/{'gRPC' if _protocol(s, environ) == 'grpc' else 'HTTP'} to "
@@ -278,6 +282,8 @@ class ExportPipeline:
 
     def describe(self) -> str:
         """Where the telemetry goes, in one line (``logs and traces: OTLP/gRPC to http://...``)."""
+        if self.sdk_disabled:
+            return "nowhere (OTEL_SDK_DISABLED=true)"
         if not self.exporting:
             return "nowhere (every OTEL_<SIGNAL>_EXPORTER is none)"
         by_dest: dict[str, list[str]] = {}

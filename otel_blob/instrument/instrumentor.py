@@ -22,7 +22,8 @@
   into the application's providers, whose shutdown then exports it: see below.)
 
 Usage: ``opentelemetry-instrument python app.py`` (entry point ``rocksdict``;
-``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=rocksdict`` turns it off), or
+``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=rocksdict`` turns it off, and so does
+``OTEL_SDK_DISABLED=true``: nothing patched, no helper), or
 ``RocksdictInstrumentor().instrument(tracer_provider=..., logger_provider=...,
 meter_provider=...)`` and ``.uninstrument()``. Settings (keyword > environment >
 default): :data:`otel_blob.settings.INSTRUMENTATION`, docs/settings.md; what is
@@ -64,7 +65,7 @@ from opentelemetry.instrumentation.utils import is_instrumentation_enabled, unwr
 from wrapt import wrap_function_wrapper
 
 from ..package import _instruments
-from ..settings import Settings
+from ..settings import Settings, sdk_disabled
 from ..source.identity import identity_of
 from ..source.layout import info_log_path
 from ..source.locks import holds_lock
@@ -116,6 +117,9 @@ class RocksdictInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         self._patched = False
         if not self.settings.enabled:
             _log.info("rocksdict instrumentation disabled by configuration")
+            return
+        if sdk_disabled(os.environ):  # nothing would be exported: cost the application nothing
+            _log.info("OTEL_SDK_DISABLED=true: rocksdict is not instrumented")
             return
         self._providers = {k: kwargs.get(k) for k in ("tracer_provider", "logger_provider", "meter_provider")}
         self.process_mode = self._wants_process()
