@@ -248,3 +248,45 @@ def test_sdk_disabled_instruments_nothing(tmp_path, otlp_receiver, mode):
     assert "otel_blob" not in err, err[-3000:]
     assert not (tmp_path / "state").exists()  # no helper, no helper.log
     assert otlp_receiver.received == []
+
+
+SIGPIPE_DEFAULT_APP = textwrap.dedent(
+    """
+    import os, signal, sys, threading
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)   # as CLI tools do, so that `| head` ends them quietly
+    from otel_blob.settings import Settings
+    from otel_blob.instrument import protocol as p
+    from otel_blob.instrument.client import HelperClient
+    failed = threading.Event()
+    client = HelperClient(Settings.resolve({}), {}, lambda pending: failed.set())
+    pid = client.proc.pid
+    with client._lock:   # the reader of the answers cannot finish taking note of the helper's death
+        os.kill(pid, signal.SIGKILL)
+        try:
+            os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)   # dead: its end of the pipe is closed
+        except ChildProcessError:
+            pass   # dead and reaped already
+        for key in range(1, 5001):   # the messages of databases opened meanwhile (> the pipe's 1 MiB)
+            client._send(p.WatchDb(key, "/nonexistent/db", "/nonexistent/db/LOG", None))
+        print("the application is still here", flush=True)
+    assert failed.wait(30)
+    print("fallback", flush=True)
+    """
+)
+
+
+def test_the_helper_dying_never_kills_an_application_with_default_sigpipe(tmp_path):
+    """An application that restored SIGPIPE's default action (Python ignores it; CLI tools put the
+    default back) was killed by its next message to a helper that had died: the pipe's last
+    reader was gone, the write raised SIGPIPE (3 of 6 runs of a real app, before). The client
+    keeps a read end of that pipe itself: a write never meets EPIPE, the death is seen by the
+    reader of the answers and the sessions are followed in-process. Deterministic here: the
+    test holds the client's lock, so the messages are written after the death and before the
+    client has taken note of it."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    env["OTEL_PYTHON_ROCKSDICT_STATE_DIR"] = str(tmp_path / "state")
+    p = subprocess.run([sys.executable, "-c", SIGPIPE_DEFAULT_APP], env=env, capture_output=True, text=True,
+                       timeout=60)
+    assert p.returncode == 0, (p.returncode, p.stderr[-3000:])
+    assert p.stdout.split() == ["the", "application", "is", "still", "here", "fallback"], p.stdout
+    assert "the helper process cannot deliver (it exited with code -9)" in p.stderr, p.stderr[-3000:]

@@ -127,21 +127,27 @@ class HelperClient:
         # delivering after the application exited, without holding up `app | tee` or a
         # terminal, and the terminal's Ctrl-C is not for it.
         r, w = os.pipe()
+        # Messages go the other way on a pipe whose read end we keep open too (and never read):
+        # a write can then never fail with EPIPE -- which would be a SIGPIPE, and an application
+        # that restored SIGPIPE's default action (CLI tools do, for `| head`) would be killed
+        # when its helper died. The helper's death is seen by the reader of the answers.
+        self._out_keep, self._out_fd = os.pipe()
         try:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "otel_blob.helper", str(w), str(os.getpid())],
-                stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=log or subprocess.DEVNULL,
+                stdin=self._out_keep, stdout=subprocess.DEVNULL, stderr=log or subprocess.DEVNULL,
                 env=_helper_env(), close_fds=True, pass_fds=(w,), start_new_session=True,
             )
         except BaseException:
-            os.close(r)
+            for fd in (r, self._out_keep, self._out_fd):
+                os.close(fd)
             raise
         finally:
             os.close(w)
             if log is not None:
                 log.close()
         self._answers = os.fdopen(r, "rb")
-        self._out_fd = self.proc.stdin.fileno()  # type: ignore[union-attr]
+        self._gone = False  # the helper process has ended (or was killed)
         try:
             fcntl.fcntl(self._out_fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
         except (OSError, AttributeError):  # above /proc/sys/fs/pipe-max-size, or not Linux: the default
@@ -226,10 +232,10 @@ class HelperClient:
         self._out_changed = threading.Condition(threading.Lock())
         self._out, self._out_bytes = [], 0
         atexit.unregister(self._flush_at_exit)
-        for f in (self.proc.stdin, self._answers):
+        for fd in (self._out_fd, self._out_keep, self._answers.fileno()):
             try:
-                os.close(f.fileno())  # type: ignore[union-attr]
-            except Exception:
+                os.close(fd)
+            except OSError:
                 pass
 
     # -- the pipe ----------------------------------------------------------------------
@@ -272,24 +278,28 @@ class HelperClient:
         writable.register(fd, select.POLLOUT)
         while True:
             with self._out_changed:
-                while not self._out and not self._out_closing:
+                while not self._out and not self._out_closing and not self._gone:
                     self._out_changed.wait()
                 chunk = b"".join(self._out)
                 self._out.clear()
-            if not chunk:  # closing, everything sent
-                try:
-                    self.proc.stdin.close()  # type: ignore[union-attr]
-                except Exception:
-                    pass
-                return
+                if not chunk and self._out_closing:
+                    self._out_fd = -1  # (a message sent meanwhile goes nowhere, not to a reused number)
+            if not chunk:
+                if self._out_closing:  # everything sent: the helper sees the end of its input
+                    for end in (fd, self._out_keep):  # (nothing writes any more: the read end may go)
+                        try:
+                            os.close(end)
+                        except OSError:
+                            pass
+                return  # (or the helper is gone)
             view = memoryview(chunk)
             try:
-                while view:
+                while view and not self._gone:  # (gone: its sessions are followed in-process)
                     try:
                         view = view[os.write(fd, view):]
                     except BlockingIOError:
                         # until the helper reads (poll: select() refuses a descriptor >= 1024)
-                        writable.poll()
+                        writable.poll(500)
             except (OSError, ValueError):
                 self._fail("its pipe is closed")
                 return
@@ -327,7 +337,12 @@ class HelperClient:
             elif isinstance(msg, p.Error):  # (Ready needs nothing: messages queue in the pipe meanwhile)
                 self.error = msg.error
         code = self.proc.wait()
-        if not self._failed and (code != 0 or self.error or self._sessions):
+        self._gone = True
+        with self._out_changed:  # (a writer waiting for room stops)
+            self._out_changed.notify_all()
+        if not self._failed:  # (failed: it was let go, or had failed before)
+            # Ended while the application runs (killed, or a SIGTERM of its own): what it had
+            # not finished, and every database opened from now on, is followed in-process.
             self._fail(self.error or f"it exited with code {code}")
 
     def _fail(self, why: str) -> None:
