@@ -203,10 +203,8 @@ class ExportPipeline:
                 check_endpoint(environ[var], var)
         if options.otlp:
             check_endpoint(options.otlp, "--otlp")
-        if options.console:
-            kinds = {s: "none" for s in _SIGNALS}  # --console prints instead of exporting
         self.sdk_disabled = sdk_disabled(environ)
-        if self.sdk_disabled:
+        if options.console or self.sdk_disabled:  # --console prints instead of exporting
             kinds = {s: "none" for s in _SIGNALS}
         self.kinds = kinds
         self.exporting = any(k != "none" for k in kinds.values())
